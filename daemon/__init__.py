@@ -1,0 +1,1 @@
+"""The local completion server (`glcic-daemon`), installed as ``glcic.daemon``."""

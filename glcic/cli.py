@@ -1,0 +1,83 @@
+"""The `glcic` command: complete an image, import official weights, inspect a model file.
+
+Every error meant for the user is a `GlcicError`: it is printed as one line on stderr and the
+command exits with status 2. Interrupting with Ctrl-C exits with 130 and no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from glcic.errors import GlcicError
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def _import_t7(args: argparse.Namespace) -> int:
+    from glcic.model_file import save_model
+    from glcic.torch7 import import_torch7
+
+    model = import_torch7(args.file)
+    save_model(model, args.out)
+    meta = model.metadata
+    print(
+        f"wrote {args.out}: width {meta.width:g}, mean "
+        f"({', '.join(f'{v:.4f}' for v in meta.mean)}), licence: {meta.provenance.licence}"
+    )
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from glcic.model_file import read_model_metadata
+
+    meta = read_model_metadata(args.model)
+    document = meta.to_json()
+    document["file"] = str(args.model)
+    document["size_bytes"] = Path(args.model).stat().st_size
+    print(json.dumps(document, indent=2, sort_keys=True))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="glcic", description="Content-aware fill with the Iizuka et al. (2017) network."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    importer = commands.add_parser(
+        "import-t7",
+        help="convert the authors' Torch7 completion model (.t7) into a glcic model file",
+        description="Convert completionnet_places2.t7, completionnet_places2_freeform.t7 or "
+        "completionnet_celeba.t7 (which you download yourself; CC BY-NC-SA 4.0) into a "
+        "glcic model file.",
+    )
+    importer.add_argument("file", type=Path, help="the .t7 file")
+    importer.add_argument("out", type=Path, help="the model file to write (.safetensors)")
+    importer.set_defaults(handler=_import_t7)
+
+    info = commands.add_parser("info", help="print a model file's metadata as JSON")
+    info.add_argument("model", type=Path)
+    info.set_defaults(handler=_info)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except GlcicError as error:
+        print(f"glcic: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("glcic: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

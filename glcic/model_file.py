@@ -1,0 +1,321 @@
+"""Model files: the completion network's weights plus everything needed to use them well.
+
+A model file is a safetensors file. safetensors holds only a JSON header and raw tensor bytes, so
+loading one can never execute code (unlike pickle-based ``.pt`` files). Our metadata lives in the
+header under the key ``glcic`` as one JSON document; the format version there lets later releases
+read older files and refuse newer ones with a clear message.
+
+Loading checks, in order: the file exists and is safetensors; it carries glcic metadata of a
+known format version and architecture; every expected tensor is present, no unexpected one is,
+every shape matches the architecture, and every value is finite. Each failure names what is wrong.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from glcic.atomic import atomic_write_with
+from glcic.errors import ModelFileError
+from glcic.networks import PLACES2_MEAN, CompletionNetwork
+
+FORMAT_VERSION = 1
+ARCHITECTURE = "glcic-completion-v1"
+METADATA_KEY = "glcic"
+MODEL_SUFFIX = ".safetensors"
+
+_STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where the weights came from: data, training steps per phase, and the terms they carry."""
+
+    source: str = ""  # e.g. "glcic-train", "import-t7 completionnet_places2.t7"
+    data: str = ""
+    steps: dict[str, int] = field(default_factory=dict)
+    licence: str = ""
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """What a user of the weights must know: architecture, input statistics, trained regime."""
+
+    width: float = 1.0
+    mean: tuple[float, float, float] = PLACES2_MEAN
+    train_image_size: int = 256
+    hole_size_range: tuple[int, int] = (96, 128)
+    provenance: Provenance = field(default_factory=Provenance)
+    notes: str = ""
+    #: Free-form, JSON-serialisable additions (evaluation tables, training config, ...).
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        document = asdict(self)
+        document["mean"] = list(self.mean)
+        document["hole_size_range"] = list(self.hole_size_range)
+        return document
+
+    @classmethod
+    def from_json(cls, document: Any) -> ModelMetadata:
+        """Parse and validate; raises `ValueError` naming the first bad field."""
+        if not isinstance(document, dict):
+            raise ValueError("metadata is not a JSON object")
+        width = _number(document.get("width"), "width")
+        if not 0.0 < width <= 4.0:
+            raise ValueError(f"width {width} is outside (0, 4]")
+        mean = document.get("mean")
+        if not (isinstance(mean, list) and len(mean) == 3):
+            raise ValueError("mean must be a list of three numbers")
+        mean_values = tuple(_number(value, "mean") for value in mean)
+        size = document.get("train_image_size")
+        if not (isinstance(size, int) and size > 0):
+            raise ValueError("train_image_size must be a positive integer")
+        holes = document.get("hole_size_range")
+        if not (
+            isinstance(holes, list)
+            and len(holes) == 2
+            and all(isinstance(value, int) and value > 0 for value in holes)
+            and holes[0] <= holes[1]
+        ):
+            raise ValueError("hole_size_range must be [min, max] positive integers, min <= max")
+        provenance_doc = document.get("provenance", {})
+        if not isinstance(provenance_doc, dict):
+            raise ValueError("provenance must be an object")
+        steps = provenance_doc.get("steps", {})
+        if not (
+            isinstance(steps, dict)
+            and all(isinstance(k, str) and isinstance(v, int) for k, v in steps.items())
+        ):
+            raise ValueError("provenance.steps must map phase names to integers")
+        provenance = Provenance(
+            source=str(provenance_doc.get("source", "")),
+            data=str(provenance_doc.get("data", "")),
+            steps=dict(steps),
+            licence=str(provenance_doc.get("licence", "")),
+        )
+        extra = document.get("extra", {})
+        if not isinstance(extra, dict):
+            raise ValueError("extra must be an object")
+        return cls(
+            width=width,
+            mean=mean_values,  # type: ignore[arg-type]
+            train_image_size=size,
+            hole_size_range=(holes[0], holes[1]),
+            provenance=provenance,
+            notes=str(document.get("notes", "")),
+            extra=extra,
+        )
+
+
+def _number(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+@dataclass
+class CompletionModel:
+    """A completion network ready for inference (eval mode) together with its metadata."""
+
+    network: CompletionNetwork
+    metadata: ModelMetadata
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.network.parameters()).device
+
+    @property
+    def mean(self) -> torch.Tensor:
+        """The mean colour as a float32 tensor on the model's device."""
+        return torch.tensor(self.metadata.mean, dtype=torch.float32, device=self.device)
+
+    def to(self, device: str | torch.device) -> CompletionModel:
+        self.network.to(device)
+        return self
+
+    def with_metadata(self, **changes: Any) -> CompletionModel:
+        return CompletionModel(self.network, replace(self.metadata, **changes))
+
+
+def new_model(metadata: ModelMetadata | None = None) -> CompletionModel:
+    """A randomly initialised model in eval mode (for tests, and as a training starting point)."""
+    metadata = metadata or ModelMetadata()
+    network = CompletionNetwork(metadata.width)
+    network.eval()
+    return CompletionModel(network, metadata)
+
+
+def save_model(
+    model: CompletionModel, path: str | os.PathLike[str], storage: str = "float32"
+) -> None:
+    """Write `model` to `path` atomically.
+
+    `storage="float16"` halves the file for shipping; floating tensors are restored to float32
+    when loaded. BatchNorm's batch counter stays int64.
+    """
+    if storage not in _STORAGE_DTYPES:
+        raise ValueError(f"storage must be one of {sorted(_STORAGE_DTYPES)}, got {storage!r}")
+    dtype = _STORAGE_DTYPES[storage]
+    tensors = {
+        name: (tensor.detach().to("cpu", dtype) if tensor.is_floating_point() else tensor)
+        .contiguous()
+        .clone()
+        for name, tensor in model.network.state_dict().items()
+    }
+    header = {
+        "format_version": FORMAT_VERSION,
+        "architecture": ARCHITECTURE,
+        "storage": storage,
+        "metadata": model.metadata.to_json(),
+    }
+    metadata = {METADATA_KEY: json.dumps(header, sort_keys=True)}
+    atomic_write_with(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+
+
+def read_model_metadata(path: str | os.PathLike[str]) -> ModelMetadata:
+    """Read only the header: cheap, for listing models without loading weights."""
+    with _open(Path(path)) as handle:
+        return _parse_header(Path(path), handle.metadata())
+
+
+def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> CompletionModel:
+    """Load a model file into a network in eval mode; raises `ModelFileError` on any defect."""
+    path = Path(path)
+    with _open(path) as handle:
+        metadata = _parse_header(path, handle.metadata())
+        network = CompletionNetwork(metadata.width)
+        expected = network.state_dict()
+        found = set(handle.keys())
+        missing = sorted(set(expected) - found)
+        unexpected = sorted(found - set(expected))
+        if missing:
+            raise ModelFileError(
+                f"{path}: tensor {missing[0]!r} is missing ({len(missing)} in all)"
+            )
+        if unexpected:
+            raise ModelFileError(
+                f"{path}: unexpected tensor {unexpected[0]!r} for a width-{metadata.width} network"
+            )
+        state: dict[str, torch.Tensor] = {}
+        for name, reference in expected.items():
+            shape = tuple(handle.get_slice(name).get_shape())
+            if shape != tuple(reference.shape):
+                raise ModelFileError(
+                    f"{path}: tensor {name!r} has shape {shape}, expected "
+                    f"{tuple(reference.shape)} for a width-{metadata.width} network"
+                )
+            try:
+                tensor = handle.get_tensor(name)
+            except SafetensorError as error:
+                raise ModelFileError(f"{path}: tensor {name!r} cannot be read: {error}") from None
+            allowed = (
+                {torch.float32, torch.float16}
+                if reference.is_floating_point()
+                else {reference.dtype}
+            )
+            if tensor.dtype not in allowed:
+                raise ModelFileError(
+                    f"{path}: tensor {name!r} is stored as {tensor.dtype}, "
+                    f"expected {reference.dtype}"
+                )
+            if reference.is_floating_point():
+                tensor = tensor.to(torch.float32)
+                if not torch.isfinite(tensor).all():
+                    raise ModelFileError(f"{path}: tensor {name!r} holds NaN or infinite values")
+            state[name] = tensor
+    network.load_state_dict(state)
+    network.eval()
+    network.to(device)
+    return CompletionModel(network, metadata)
+
+
+@contextlib.contextmanager
+def _open(path: Path) -> Iterator[Any]:
+    """`safe_open` with every failure translated into a `ModelFileError` that says why."""
+    if not path.exists():
+        raise ModelFileError(f"{path}: no such model file")
+    if not path.is_file():
+        raise ModelFileError(f"{path}: not a file")
+    size = path.stat().st_size
+    if size < 8:
+        raise ModelFileError(f"{path}: file is empty or truncated ({size} bytes)")
+    _check_safetensors_prefix(path, size)
+    try:
+        handle = safe_open(str(path), framework="pt", device="cpu")
+    except SafetensorError as error:
+        message = str(error)
+        if "incomplete" in message.lower():
+            raise ModelFileError(
+                f"{path}: the file is truncated (its header promises more data than it holds)"
+            ) from None
+        raise ModelFileError(f"{path}: not a readable safetensors file ({message})") from None
+    except OSError as error:
+        raise ModelFileError(f"{path}: cannot be read: {error.strerror or error}") from None
+    with handle:
+        yield handle
+
+
+#: A glcic header is a few kilobytes; a larger claim means the file is something else.
+_MAX_HEADER_BYTES = 16 * 1024 * 1024
+
+
+def _check_safetensors_prefix(path: Path, size: int) -> None:
+    """A safetensors file starts with its JSON header's length (u64, little endian), then '{'."""
+    try:
+        with open(path, "rb") as handle:
+            prefix = handle.read(9)
+    except OSError as error:
+        raise ModelFileError(f"{path}: cannot be read: {error.strerror or error}") from None
+    header_length = int.from_bytes(prefix[:8], "little")
+    if header_length == 0 or header_length > _MAX_HEADER_BYTES or prefix[8:9] != b"{":
+        raise ModelFileError(
+            f"{path}: not a glcic model file (not in safetensors format; a PyTorch .pt/.pth or "
+            f"Torch7 .t7 file must be converted first, e.g. with 'glcic import-t7')"
+        )
+    if 8 + header_length > size:
+        raise ModelFileError(f"{path}: the file is truncated (it ends inside its header)")
+
+
+def _parse_header(path: Path, header: dict[str, str] | None) -> ModelMetadata:
+    if not header or METADATA_KEY not in header:
+        raise ModelFileError(
+            f"{path}: a safetensors file, but not a glcic model (no '{METADATA_KEY}' metadata)"
+        )
+    try:
+        document = json.loads(header[METADATA_KEY])
+    except json.JSONDecodeError as error:
+        raise ModelFileError(f"{path}: the glcic metadata is not valid JSON ({error})") from None
+    if not isinstance(document, dict):
+        raise ModelFileError(f"{path}: the glcic metadata is not a JSON object")
+    version = document.get("format_version")
+    if not isinstance(version, int):
+        raise ModelFileError(f"{path}: the glcic metadata has no format version")
+    if version > FORMAT_VERSION:
+        raise ModelFileError(
+            f"{path}: model format version {version} is newer than this glcic understands "
+            f"({FORMAT_VERSION}); upgrade glcic"
+        )
+    if version < 1:
+        raise ModelFileError(f"{path}: invalid model format version {version}")
+    if document.get("architecture") != ARCHITECTURE:
+        raise ModelFileError(
+            f"{path}: unknown architecture {document.get('architecture')!r}, "
+            f"expected {ARCHITECTURE!r}"
+        )
+    if document.get("storage", "float32") not in _STORAGE_DTYPES:
+        raise ModelFileError(f"{path}: unknown storage type {document.get('storage')!r}")
+    try:
+        return ModelMetadata.from_json(document.get("metadata"))
+    except ValueError as error:
+        raise ModelFileError(f"{path}: bad metadata: {error}") from None

@@ -1,0 +1,238 @@
+"""Model files: bit-exact round trips, atomic writes, and a precise message for each defect."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from glcic import ModelFileError, ModelMetadata, Provenance, load_model, new_model, save_model
+from glcic.model_file import METADATA_KEY, read_model_metadata
+
+
+@pytest.fixture
+def model():
+    torch.manual_seed(0)
+    m = new_model(
+        ModelMetadata(
+            width=0.25,
+            mean=(0.5, 0.4, 0.3),
+            train_image_size=128,
+            hole_size_range=(48, 64),
+            provenance=Provenance(
+                source="test", data="synthetic", steps={"completion": 5}, licence="MIT"
+            ),
+            notes="round trip",
+            extra={"evaluation": {"psnr": 20.5}},
+        )
+    )
+    # Non-trivial BatchNorm statistics, so the round trip covers buffers too.
+    for module in m.network.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-1, 1)
+            module.running_var.uniform_(0.5, 2)
+            module.num_batches_tracked.fill_(17)
+    return m
+
+
+def _state_equal(a, b) -> None:
+    sa, sb = a.network.state_dict(), b.network.state_dict()
+    assert sa.keys() == sb.keys()
+    for name in sa:
+        assert sa[name].dtype == sb[name].dtype, name
+        assert torch.equal(sa[name], sb[name]), name
+
+
+def test_round_trip_is_bit_exact_with_metadata(tmp_path: Path, model) -> None:
+    path = tmp_path / "m.safetensors"
+    save_model(model, path)
+    loaded = load_model(path)
+    _state_equal(model, loaded)
+    assert loaded.metadata == model.metadata
+    assert read_model_metadata(path) == model.metadata
+    assert not loaded.network.training
+    x = torch.rand(1, 4, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model.network(x), loaded.network(x))
+
+
+def test_float16_storage_halves_file_and_loads_as_float32(tmp_path: Path, model) -> None:
+    save_model(model, tmp_path / "a.safetensors")
+    save_model(model, tmp_path / "b.safetensors", storage="float16")
+    full, half = (os.path.getsize(tmp_path / n) for n in ("a.safetensors", "b.safetensors"))
+    assert half < 0.6 * full
+    loaded = load_model(tmp_path / "b.safetensors")
+    for name, tensor in loaded.network.state_dict().items():
+        reference = model.network.state_dict()[name]
+        assert tensor.dtype == reference.dtype
+        assert torch.allclose(tensor.float(), reference.float(), rtol=1e-3, atol=1e-4)
+
+
+def test_write_is_atomic_when_the_writer_fails(tmp_path: Path, model, monkeypatch) -> None:
+    path = tmp_path / "m.safetensors"
+    save_model(model, path)
+    before = path.read_bytes()
+
+    def broken_save(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("glcic.model_file.save_file", broken_save)
+    with pytest.raises(OSError, match="No space"):
+        save_model(model, path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]
+
+
+def _rewrite(path: Path, tensors=None, header=None, raw_metadata=None) -> None:
+    """Write a safetensors file with the given tensors and (possibly broken) glcic header."""
+    metadata = raw_metadata if raw_metadata is not None else {METADATA_KEY: json.dumps(header)}
+    save_file(tensors, str(path), metadata=metadata)
+
+
+def _valid_parts(model, tmp_path: Path):
+    path = tmp_path / "valid.safetensors"
+    save_model(model, path)
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as handle:
+        header = json.loads(handle.metadata()[METADATA_KEY])
+    return load_file(str(path)), header
+
+
+def _case_newer_version(tensors, header):
+    header["format_version"] = 99
+    return tensors, header, "format version 99 is newer"
+
+
+def _case_architecture(tensors, header):
+    header["architecture"] = "pix2pix"
+    return tensors, header, "unknown architecture 'pix2pix'"
+
+
+def _case_shape(tensors, header):
+    tensors["layers.0.weight"] = torch.zeros(16, 4, 3, 3)
+    return tensors, header, "'layers.0.weight' has shape (16, 4, 3, 3), expected (16, 4, 5, 5)"
+
+
+def _case_missing(tensors, header):
+    del tensors["layers.3.weight"]
+    return tensors, header, "tensor 'layers.3.weight' is missing"
+
+
+def _case_unexpected(tensors, header):
+    tensors["layers.99.weight"] = torch.zeros(1)
+    return tensors, header, "unexpected tensor 'layers.99.weight'"
+
+
+def _case_nan(tensors, header):
+    tensors["layers.4.bias"] = torch.full_like(tensors["layers.4.bias"], float("nan"))
+    return tensors, header, "'layers.4.bias' holds NaN"
+
+
+def _case_dtype(tensors, header):
+    tensors["layers.0.bias"] = tensors["layers.0.bias"].to(torch.int32)
+    return tensors, header, "'layers.0.bias' is stored as torch.int32"
+
+
+def _case_width_mismatch(tensors, header):
+    header["metadata"]["width"] = 0.5
+    return tensors, header, "for a width-0.5 network"
+
+
+def _case_bad_metadata(tensors, header):
+    header["metadata"]["hole_size_range"] = [128, 96]
+    return tensors, header, "bad metadata: hole_size_range"
+
+
+def _case_bad_mean(tensors, header):
+    header["metadata"]["mean"] = [0.5, "x", 0.5]
+    return tensors, header, "bad metadata: mean must be a finite number"
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        _case_newer_version,
+        _case_architecture,
+        _case_shape,
+        _case_missing,
+        _case_unexpected,
+        _case_nan,
+        _case_dtype,
+        _case_width_mismatch,
+        _case_bad_metadata,
+        _case_bad_mean,
+    ],
+)
+def test_inconsistent_files_say_what_is_wrong(tmp_path: Path, model, case) -> None:
+    tensors, header = _valid_parts(model, tmp_path)
+    tensors, header, message = case(tensors, header)
+    path = tmp_path / "bad.safetensors"
+    _rewrite(path, tensors, header)
+    with pytest.raises(ModelFileError) as error:
+        load_model(path)
+    assert message in str(error.value)
+    assert str(path) in str(error.value)
+
+
+def test_safetensors_without_glcic_metadata_is_foreign(tmp_path: Path) -> None:
+    path = tmp_path / "foreign.safetensors"
+    save_file({"w": torch.zeros(2)}, str(path))
+    with pytest.raises(ModelFileError, match="not a glcic model"):
+        load_model(path)
+
+
+def test_invalid_json_metadata(tmp_path: Path) -> None:
+    path = tmp_path / "j.safetensors"
+    _rewrite(path, {"w": torch.zeros(2)}, raw_metadata={METADATA_KEY: "{not json"})
+    with pytest.raises(ModelFileError, match="not valid JSON"):
+        load_model(path)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "empty or truncated"),
+        (b"PK\x03\x04" + b"\x00" * 100, "not in safetensors format"),
+        (b"\x80\x04\x95" + b"\x00" * 200, "not in safetensors format"),
+    ],
+)
+def test_foreign_bytes_are_refused(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "x.safetensors"
+    path.write_bytes(content)
+    with pytest.raises(ModelFileError, match=message):
+        load_model(path)
+
+
+def test_torch_pickle_is_refused_without_unpickling(tmp_path: Path, model) -> None:
+    path = tmp_path / "model.pt"
+    torch.save(model.network.state_dict(), path)
+    with pytest.raises(ModelFileError, match="not in safetensors format"):
+        load_model(path)
+
+
+def test_truncated_file_is_reported_as_truncated(tmp_path: Path, model) -> None:
+    path = tmp_path / "m.safetensors"
+    save_model(model, path)
+    data = path.read_bytes()
+    for cut in (len(data) // 2, len(data) - 1):
+        path.write_bytes(data[:cut])
+        with pytest.raises(ModelFileError, match="truncated"):
+            load_model(path)
+
+
+def test_missing_file_and_directory(tmp_path: Path) -> None:
+    with pytest.raises(ModelFileError, match="no such model file"):
+        load_model(tmp_path / "nope.safetensors")
+    with pytest.raises(ModelFileError, match="not a file"):
+        load_model(tmp_path)
+
+
+def test_bad_storage_argument(tmp_path: Path, model) -> None:
+    with pytest.raises(ValueError, match="storage"):
+        save_model(model, tmp_path / "m.safetensors", storage="int8")

@@ -1,0 +1,1 @@
+"""Training of the completion network and its discriminators, installed as ``glcic.training``."""
