@@ -4,7 +4,13 @@ The engine is a plain library: networks, model files and the completion pipeline
 (`glcic.daemon`) and training (`glcic.training`) are built on it.
 """
 
-from glcic.errors import GlcicError, InputError, ModelFileError, Torch7ImportError
+from glcic.errors import (
+    CancelledError,
+    GlcicError,
+    InputError,
+    ModelFileError,
+    Torch7ImportError,
+)
 from glcic.model_file import (
     CompletionModel,
     ModelMetadata,
@@ -21,12 +27,15 @@ from glcic.networks import (
     LocalDiscriminator,
     prepare_input,
 )
+from glcic.pipeline import CompletionStats, complete
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CancelledError",
     "CompletionModel",
     "CompletionNetwork",
+    "CompletionStats",
     "ContextDiscriminator",
     "GlcicError",
     "GlobalDiscriminator",
@@ -37,6 +46,7 @@ __all__ = [
     "Provenance",
     "Torch7ImportError",
     "__version__",
+    "complete",
     "load_model",
     "new_model",
     "prepare_input",

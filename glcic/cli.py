@@ -18,6 +18,47 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 
+def _complete(args: argparse.Namespace) -> int:
+    import torch
+
+    from glcic.default_model import default_model_path
+    from glcic.image_io import check_writable_format, read_image, read_mask, write_image
+    from glcic.model_file import load_model
+    from glcic.pipeline import CompletionStats, complete
+
+    check_writable_format(args.out)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise GlcicError("--device cuda: no CUDA device is available here; use --device cpu")
+    image = read_image(args.image)
+    mask = read_mask(args.mask)
+    model = load_model(args.model or default_model_path(), device=args.device)
+    large = image.shape[0] * image.shape[1] > 4096 * 4096
+
+    stats = CompletionStats()
+
+    def report(stage: str, fraction: float) -> None:
+        # The pipeline lists its crops in `stats` before the network runs.
+        regions = len(stats.crops)
+        if stage == "network" and (regions > 1 or large):
+            print(
+                f"glcic: completing {regions} hole region{'s' if regions != 1 else ''}: "
+                f"{fraction:.0%}",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    result = complete(image, mask, model, blend=args.blend, stats=stats, progress=report)
+    note = write_image(args.out, result)
+    if note:
+        print(f"glcic: warning: {note}", file=sys.stderr)
+    holes = len(stats.crops)
+    print(
+        f"wrote {args.out}: {holes} hole region{'s' if holes != 1 else ''} completed in "
+        f"{stats.total_seconds:.2f} s (network {stats.network_seconds:.2f} s)"
+    )
+    return 0
+
+
 def _import_t7(args: argparse.Namespace) -> int:
     from glcic.model_file import save_model
     from glcic.torch7 import import_torch7
@@ -48,6 +89,26 @@ def build_parser() -> argparse.ArgumentParser:
         prog="glcic", description="Content-aware fill with the Iizuka et al. (2017) network."
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    completer = commands.add_parser(
+        "complete",
+        help="fill the masked region of an image",
+        description="Fill the region of IMAGE that MASK selects (white = fill, black = keep, "
+        "grey = partly; or the alpha channel of a transparent PNG) and write OUT in the format "
+        "its extension names.",
+    )
+    completer.add_argument("image", type=Path)
+    completer.add_argument("mask", type=Path)
+    completer.add_argument("out", type=Path)
+    completer.add_argument("--model", type=Path, help="model file (default: the built-in one)")
+    completer.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    completer.add_argument(
+        "--blend",
+        default="poisson",
+        choices=["poisson", "none"],
+        help="Poisson blending of the fill into its surroundings (default) or none",
+    )
+    completer.set_defaults(handler=_complete)
 
     importer = commands.add_parser(
         "import-t7",

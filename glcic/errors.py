@@ -19,3 +19,7 @@ class Torch7ImportError(GlcicError):
 
 class InputError(GlcicError, ValueError):
     """An image, mask or option given to the pipeline cannot be used as it is."""
+
+
+class CancelledError(GlcicError):
+    """The caller asked a running job to stop (checked between crops)."""

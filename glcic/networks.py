@@ -18,6 +18,11 @@ PLACES2_MEAN: tuple[float, float, float] = (0.4560, 0.4472, 0.4155)
 #: Sides of a completion network input must be multiples of this (two stride-2 stages).
 SIDE_MULTIPLE = 4
 
+#: How far, in input pixels, an output pixel's receptive field reaches on each side (measured
+#: from the gradient of one output pixel; ~151, rounded up to a multiple of 4). The completion
+#: pipeline gives every hole this much real context so the network sees true surroundings.
+RECEPTIVE_FIELD_RADIUS = 152
+
 
 @dataclass(frozen=True)
 class LayerSpec:

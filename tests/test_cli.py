@@ -1,0 +1,145 @@
+"""The `glcic` command as a user runs it: real processes, files in, files out, exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import shared_data
+from PIL import Image
+
+
+def run_glcic(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "glcic.cli", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.fixture
+def inputs(tmp_path: Path, photo: np.ndarray) -> tuple[Path, Path]:
+    image = tmp_path / "photo.png"
+    Image.fromarray(photo).save(image)
+    mask = np.zeros(photo.shape[:2], np.uint8)
+    mask[80:140, 100:180] = 255
+    mask_path = tmp_path / "mask.png"
+    Image.fromarray(mask).save(mask_path)
+    return image, mask_path
+
+
+def test_complete_writes_png(tmp_path, inputs, tiny_model_file, photo) -> None:
+    image, mask = inputs
+    out = tmp_path / "out" / "done.png"
+    result = run_glcic("complete", str(image), str(mask), str(out), "--model", str(tiny_model_file))
+    assert result.returncode == 0, result.stderr
+    assert "1 hole region completed" in result.stdout
+    done = np.asarray(Image.open(out))
+    assert done.shape == photo.shape
+    keep = np.ones(photo.shape[:2], bool)
+    keep[80:140, 100:180] = False
+    assert np.array_equal(done[keep], photo[keep])
+    assert not np.array_equal(done[~keep], photo[~keep])
+
+
+def test_mask_from_alpha_channel_and_jpeg_output(tmp_path, inputs, tiny_model_file) -> None:
+    image, _ = inputs
+    selection = np.zeros((240, 320, 4), np.uint8)
+    selection[10:50, 10:50, 3] = 255  # opaque = selected, the rest transparent
+    mask = tmp_path / "selection.png"
+    Image.fromarray(selection).save(mask)
+    out = tmp_path / "done.jpg"
+    result = run_glcic("complete", str(image), str(mask), str(out), "--model", str(tiny_model_file))
+    assert result.returncode == 0, result.stderr
+    assert Image.open(out).format == "JPEG"
+
+
+def test_rgba_image_keeps_alpha(tmp_path, inputs, tiny_model_file, photo) -> None:
+    _, mask = inputs
+    alpha = np.full(photo.shape[:2], 200, np.uint8)
+    image = tmp_path / "rgba.png"
+    Image.fromarray(np.dstack([photo, alpha])).save(image)
+    out = tmp_path / "rgba-done.png"
+    result = run_glcic("complete", str(image), str(mask), str(out), "--model", str(tiny_model_file))
+    assert result.returncode == 0, result.stderr
+    assert np.array_equal(np.asarray(Image.open(out))[..., 3], alpha)
+
+
+def test_several_holes_show_progress(tmp_path, inputs, tiny_model_file) -> None:
+    image, _ = inputs
+    mask = np.zeros((240, 320), np.uint8)
+    mask[5:20, 5:20] = 255
+    mask[200:230, 280:310] = 255
+    mask_path = tmp_path / "two.png"
+    Image.fromarray(mask).save(mask_path)
+    out = tmp_path / "two-done.png"
+    result = run_glcic(
+        "complete", str(image), str(mask_path), str(out), "--model", str(tiny_model_file),
+        "--blend", "none",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "completing 2 hole regions" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("make_args", "message"),
+    [
+        (lambda d, i, m, f: [str(d / "nope.png"), str(m), str(d / "o.png")], "no such file"),
+        (lambda d, i, m, f: [str(i), str(m), str(d / "o.xyz")], "unknown image format"),
+        (lambda d, i, m, f: [str(f), str(m), str(d / "o.png")], "not an image"),
+        (lambda d, i, m, f: [str(i), str(d / "black.png"), str(d / "o.png")], "selects nothing"),
+        (lambda d, i, m, f: [str(i), str(i), str(d / "o.png")], "almost no known pixels"),
+        (lambda d, i, m, f: [str(i), str(m), str(d / "o.png"), "--model", str(i)], "not a glcic"),
+        (lambda d, i, m, f: [str(i), str(m), str(d / "o.png"), "--blend", "x"], "invalid choice"),
+    ],
+)
+def test_bad_input_exits_2_without_traceback(tmp_path, inputs, tiny_model_file, make_args, message):
+    image, mask = inputs
+    text_file = tmp_path / "notes.png"
+    text_file.write_text("not an image")
+    Image.fromarray(np.zeros((240, 320), np.uint8)).save(tmp_path / "black.png")
+    args = make_args(tmp_path, image, mask, text_file)
+    if "--model" not in args:
+        args += ["--model", str(tiny_model_file)]
+    result = run_glcic("complete", *args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_size_mismatch_is_reported(tmp_path, inputs, tiny_model_file) -> None:
+    image, _ = inputs
+    small = tmp_path / "small.png"
+    Image.fromarray(np.full((10, 10), 255, np.uint8)).save(small)
+    result = run_glcic(
+        "complete", str(image), str(small), str(tmp_path / "o.png"), "--model",
+        str(tiny_model_file),
+    )  # fmt: skip
+    assert result.returncode == 2 and "must be the same size" in result.stderr
+
+
+def test_info_prints_metadata(tiny_model_file) -> None:
+    result = run_glcic("info", str(tiny_model_file))
+    assert result.returncode == 0
+    assert json.loads(result.stdout)["width"] == 0.125
+
+
+def test_real_photo_with_irregular_mask(tmp_path, tiny_model_file) -> None:
+    photo = shared_data("dev/bsds500-val")
+    masks = shared_data("masks/nvidia-irregular")
+    image_path = sorted(p for p in photo.iterdir() if p.suffix.lower() in (".jpg", ".png"))[0]
+    mask_path = sorted(masks.glob("*.png"))[150]
+    image = Image.open(image_path).convert("RGB")
+    mask = Image.open(mask_path).convert("L").resize(image.size, Image.NEAREST)
+    resized_mask = tmp_path / "mask.png"
+    mask.save(resized_mask)
+    out = tmp_path / "done.png"
+    result = run_glcic(
+        "complete", str(image_path), str(resized_mask), str(out), "--model", str(tiny_model_file)
+    )
+    assert result.returncode == 0, result.stderr
+    keep = np.asarray(mask) == 0
+    assert np.array_equal(np.asarray(Image.open(out))[keep], np.asarray(image)[keep])

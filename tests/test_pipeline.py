@@ -1,0 +1,264 @@
+"""The completion pipeline on the cases users hit: borders, several holes, soft and large holes."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_tiny_model
+
+from glcic import CancelledError, CompletionModel, CompletionStats, InputError, ModelMetadata
+from glcic import complete as complete_image
+from glcic.crops import find_hole_groups
+
+
+def _rect_mask(shape, *boxes, value=255) -> np.ndarray:
+    mask = np.zeros(shape[:2], np.uint8)
+    for y0, y1, x0, x1 in boxes:
+        mask[y0:y1, x0:x1] = value
+    return mask
+
+
+def test_pixels_outside_mask_are_bit_identical(photo, tiny_model) -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        mask = np.zeros(photo.shape[:2], np.uint8)
+        for _ in range(rng.integers(1, 4)):
+            y, x = rng.integers(0, 200), rng.integers(0, 280)
+            mask[y : y + rng.integers(5, 60), x : x + rng.integers(5, 60)] = rng.integers(1, 256)
+        out = complete_image(photo, mask, tiny_model)
+        assert out.shape == photo.shape and out.dtype == np.uint8
+        assert np.array_equal(out[mask == 0], photo[mask == 0])
+
+
+def test_hole_is_filled(photo, tiny_model) -> None:
+    image = photo.copy()
+    image[100:140, 100:160] = (255, 0, 255)  # an object to remove
+    mask = _rect_mask(image.shape, (100, 140, 100, 160))
+    out = complete_image(image, mask, tiny_model)
+    filled = out[100:140, 100:160].reshape(-1, 3)
+    assert not np.any(np.all(filled == (255, 0, 255), axis=1))
+
+
+@pytest.mark.parametrize(
+    "box",
+    [
+        (0, 30, 100, 140),  # top edge
+        (210, 240, 100, 140),  # bottom edge
+        (100, 140, 0, 30),  # left edge
+        (100, 140, 290, 320),  # right edge
+        (0, 25, 0, 25),  # corners
+        (0, 25, 295, 320),
+        (215, 240, 0, 25),
+        (215, 240, 295, 320),
+    ],
+)
+@pytest.mark.parametrize("blend", ["poisson", "none"])
+def test_holes_touching_borders_and_corners(photo, tiny_model, box, blend) -> None:
+    mask = _rect_mask(photo.shape, box)
+    out = complete_image(photo, mask, tiny_model, blend=blend)
+    assert np.array_equal(out[mask == 0], photo[mask == 0])
+    y0, y1, x0, x1 = box
+    assert not np.array_equal(out[y0:y1, x0:x1], photo[y0:y1, x0:x1])
+
+
+def test_several_holes_get_their_own_crops(photo, tiny_model) -> None:
+    mask = _rect_mask(photo.shape, (10, 20, 10, 20), (200, 230, 280, 310))
+    stats = CompletionStats()
+    out = complete_image(photo, mask, tiny_model, margin=32, max_working_side=256, stats=stats)
+    assert len(stats.crops) == 2
+    for plan in stats.crops:  # each crop keeps the hole with real context, inside the image
+        hole, crop = plan.group.box, plan.crop
+        assert 0 <= crop.x0 <= hole.x0 and hole.x1 <= crop.x1 <= 320
+        assert 0 <= crop.y0 <= hole.y0 and hole.y1 <= crop.y1 <= 240
+    assert np.array_equal(out[mask == 0], photo[mask == 0])
+
+
+def test_close_holes_merge_into_one_group() -> None:
+    mask = _rect_mask((240, 320), (10, 20, 10, 20), (10, 20, 30, 40), (200, 210, 300, 310))
+    groups = find_hole_groups(mask, merge_distance=32)
+    assert len(groups) == 2
+    assert (groups[0].box.x0, groups[0].box.x1) == (10, 40)
+
+
+def test_large_hole_is_scaled_to_trained_hole_size(photo) -> None:
+    model = make_tiny_model(hole_size_range=(24, 32))
+    mask = _rect_mask(photo.shape, (60, 180, 80, 240))  # 160 wide, trained up to 32
+    stats = CompletionStats()
+    out = complete_image(photo, mask, model, margin=32, max_working_side=256, stats=stats)
+    (plan,) = stats.crops
+    assert plan.scale == pytest.approx(32 / 160)
+    assert all(side % 4 == 0 for side in plan.padded_size)
+    assert np.array_equal(out[mask == 0], photo[mask == 0])
+    assert out[60:180, 80:240].std() > 0
+
+
+def test_working_size_limit_shrinks_large_crops(photo, tiny_model) -> None:
+    mask = _rect_mask(photo.shape, (40, 60, 40, 60))
+    stats = CompletionStats()
+    complete_image(photo, mask, tiny_model, margin=100, max_working_side=264, stats=stats)
+    (plan,) = stats.crops
+    assert max(plan.working_size) <= 264
+
+
+def test_soft_mask_blends_proportionally(photo, tiny_model) -> None:
+    soft = np.zeros(photo.shape[:2], np.uint8)
+    soft[80:160, 100:200] = np.linspace(1, 255, 100, dtype=np.uint8)[None, :]
+    full = np.where(soft > 0, np.uint8(255), np.uint8(0))
+    fill = complete_image(photo, full, tiny_model).astype(np.float64)
+    out = complete_image(photo, soft, tiny_model).astype(np.float64)
+    alpha = soft[..., None] / 255.0
+    expected = photo * (1 - alpha) + fill * alpha
+    assert np.abs(out - expected).max() <= 0.5 + 1e-9
+    assert np.array_equal(out[soft == 255], fill[soft == 255])
+
+
+def test_rgba_alpha_passes_through(photo, tiny_model) -> None:
+    alpha = np.tile((np.arange(320) % 256).astype(np.uint8)[None, :], (240, 1))
+    image = np.dstack([photo, alpha])
+    mask = _rect_mask(image.shape, (50, 100, 50, 150))
+    out = complete_image(image, mask, tiny_model)
+    assert out.shape == (240, 320, 4)
+    assert np.array_equal(out[..., 3], alpha)
+    assert np.array_equal(out[mask == 0], image[mask == 0])
+    assert np.array_equal(out[..., :3], complete_image(photo, mask, tiny_model))
+
+
+def test_deterministic(photo, tiny_model) -> None:
+    mask = _rect_mask(photo.shape, (50, 100, 50, 150), (180, 200, 10, 40))
+    assert np.array_equal(
+        complete_image(photo, mask, tiny_model), complete_image(photo, mask, tiny_model)
+    )
+
+
+class _OffsetGradientNetwork(torch.nn.Module):
+    """Outputs the image's own horizontal gradient (slope per pixel) plus a constant offset."""
+
+    def __init__(self, slope: float, base: float) -> None:
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(1))
+        self.slope, self.base = slope, base
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        width = x.shape[-1]
+        ramp = self.base + self.slope * torch.arange(width, dtype=torch.float32)
+        return ramp.view(1, 1, 1, width).expand(x.shape[0], 3, x.shape[2], width).clone()
+
+
+def _boundary_jump(out: np.ndarray, image: np.ndarray, box) -> float:
+    """Mean |difference| between hole pixels on the boundary and their outside neighbours,
+    minus what the true image has there (so a perfect fill scores zero)."""
+    y0, y1, x0, x1 = box
+    o, i = out.astype(np.float64), image.astype(np.float64)
+    pairs = [
+        (o[y0, x0:x1] - o[y0 - 1, x0:x1], i[y0, x0:x1] - i[y0 - 1, x0:x1]),
+        (o[y1 - 1, x0:x1] - o[y1, x0:x1], i[y1 - 1, x0:x1] - i[y1, x0:x1]),
+        (o[y0:y1, x0] - o[y0:y1, x0 - 1], i[y0:y1, x0] - i[y0:y1, x0 - 1]),
+        (o[y0:y1, x1 - 1] - o[y0:y1, x1], i[y0:y1, x1 - 1] - i[y0:y1, x1]),
+    ]
+    return float(np.mean([np.abs(a - b).mean() for a, b in pairs]))
+
+
+def test_poisson_blending_removes_the_seam() -> None:
+    slope = 0.6 / 255  # per pixel, in [0, 1] units
+    xx = np.tile(np.arange(320, dtype=np.float64), (240, 1))
+    gray = 40 + 0.6 * xx
+    image = np.clip(np.dstack([gray, gray, gray]) + 0.5, 0, 255).astype(np.uint8)
+    box = (90, 150, 120, 200)
+    mask = _rect_mask(image.shape, box)
+    model = CompletionModel(
+        _OffsetGradientNetwork(slope, base=0.05).eval(),
+        ModelMetadata(width=0.125, hole_size_range=(48, 96)),
+    )
+    raw = complete_image(image, mask, model, blend="none", margin=32, max_working_side=256)
+    blended = complete_image(image, mask, model, blend="poisson", margin=32, max_working_side=256)
+    assert _boundary_jump(raw, image, box) > 15  # the network's colour offset shows as a seam
+    assert _boundary_jump(blended, image, box) < 1.5
+    # Inside, the blended fill keeps the network's gradient and meets the true values.
+    assert (
+        np.abs(
+            blended[box[0] : box[1], box[2] : box[3]].astype(int)
+            - image[box[0] : box[1], box[2] : box[3]]
+        ).mean()
+        < 2
+    )
+
+
+@pytest.mark.parametrize(
+    ("image", "mask", "message"),
+    [
+        (np.zeros((64, 64, 3), np.uint8), np.zeros((64, 64), np.uint8), "selects nothing"),
+        (np.zeros((64, 64, 3), np.uint8), np.full((64, 64), 255, np.uint8), "no known pixels"),
+        (
+            np.zeros((64, 64, 3), np.uint8),
+            np.zeros((64, 65), np.uint8),
+            "is 64x64 but mask is 65x64",
+        ),
+        (np.zeros((64, 64, 3), np.float32), np.zeros((64, 64), np.uint8), "must be 8-bit"),
+        (np.zeros((64, 64), np.uint8), np.zeros((64, 64), np.uint8), "HxWx3"),
+        (np.zeros((64, 64, 2), np.uint8), np.zeros((64, 64), np.uint8), "HxWx3"),
+        (np.zeros((64, 64, 3), np.uint8), np.zeros((64, 64, 1), np.uint8), "mask must be HxW"),
+        (np.zeros((64, 64, 3), np.uint8), np.zeros((64, 64), bool), "mask must be 8-bit"),
+        (np.zeros((0, 64, 3), np.uint8), np.zeros((0, 64), np.uint8), "empty"),
+    ],
+)
+def test_bad_input_is_a_clear_input_error(tiny_model, image, mask, message) -> None:
+    with pytest.raises(InputError, match=message):
+        complete_image(image, mask, tiny_model)
+
+
+def test_bad_options_are_input_errors(photo, tiny_model) -> None:
+    mask = _rect_mask(photo.shape, (10, 20, 10, 20))
+    with pytest.raises(InputError, match="blend must be one of"):
+        complete_image(photo, mask, tiny_model, blend="seamless")
+    with pytest.raises(InputError, match="too small for margin"):
+        complete_image(photo, mask, tiny_model, max_working_side=100)
+
+
+def test_cancel_between_crops(photo, tiny_model) -> None:
+    mask = _rect_mask(photo.shape, (10, 20, 10, 20))
+    with pytest.raises(CancelledError):
+        complete_image(photo, mask, tiny_model, should_cancel=lambda: True)
+
+
+def test_progress_reports_stages(photo, tiny_model) -> None:
+    seen = []
+    mask = _rect_mask(photo.shape, (10, 20, 10, 20))
+    complete_image(photo, mask, tiny_model, progress=lambda s, f: seen.append((s, f)))
+    assert seen[0] == ("planning", 0.0) and seen[-1] == ("done", 1.0)
+    assert ("network", 0.0) in seen
+
+
+def test_tiny_images_work(tiny_model) -> None:
+    image = np.full((3, 5, 3), 100, np.uint8)
+    mask = np.zeros((3, 5), np.uint8)
+    mask[1, 2] = 255
+    out = complete_image(image, mask, tiny_model)
+    assert out.shape == (3, 5, 3)
+    assert np.array_equal(out[mask == 0], image[mask == 0])
+
+
+def _numpy_peak(image: np.ndarray, mask: np.ndarray, model) -> int:
+    tracemalloc.start()
+    try:
+        complete_image(image, mask, model)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.slow
+def test_memory_follows_the_hole_not_the_image(tiny_model) -> None:
+    """The same 200x200 hole in a 2000x2000 and a 4000x4000 RGBA image: the larger image costs
+    one more image copy (the result) and nothing else; a full-image float array would be 4x."""
+    peaks, sizes = [], []
+    for side in (2000, 4000):
+        image = np.zeros((side, side, 4), np.uint8)
+        image[..., 1] = 90
+        mask = _rect_mask(image.shape, (900, 1100, 900, 1100))
+        peaks.append(_numpy_peak(image, mask, tiny_model))
+        sizes.append(image.nbytes)
+    assert peaks[1] - peaks[0] < 1.1 * (sizes[1] - sizes[0])
+    assert peaks[1] < 1.5 * sizes[1]
