@@ -47,7 +47,10 @@ def _complete(args: argparse.Namespace) -> int:
                 flush=True,
             )
 
-    result = complete(image, mask, model, blend=args.blend, stats=stats, progress=report)
+    # The decoded image is ours: complete it in place and save one image-sized copy.
+    result = complete(
+        image, mask, model, blend=args.blend, stats=stats, progress=report, inplace=True
+    )
     note = write_image(args.out, result)
     if note:
         print(f"glcic: warning: {note}", file=sys.stderr)

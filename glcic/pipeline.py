@@ -62,8 +62,13 @@ def complete(
     progress: ProgressCallback | None = None,
     should_cancel: Callable[[], bool] | None = None,
     stats: CompletionStats | None = None,
+    inplace: bool = False,
 ) -> np.ndarray:
     """Fill the selected region of `image` and return a new array of the same shape and dtype.
+
+    With `inplace=True` the fill is written into `image` itself and `image` is returned, which
+    saves one image-sized copy for callers that own their buffer (the daemon). Holes completed
+    later in the same call may then see earlier fills as context.
 
     image: HxWx3 or HxWx4 uint8 (alpha is passed through untouched). mask: HxW uint8, 0 = keep,
     255 = fill, values between blend the fill in proportionally (a feathered selection). Pixels
@@ -73,6 +78,8 @@ def complete(
     """
     started = time.perf_counter()
     _validate(image, mask, blend, margin, max_working_side)
+    if inplace and not image.flags.writeable:
+        raise InputError("inplace=True needs a writeable image array")
     report = stats if stats is not None else CompletionStats()
     notify = progress or (lambda stage, fraction: None)
     notify("planning", 0.0)
@@ -86,7 +93,7 @@ def complete(
     for plan in plans:
         _check_known_context(mask, plan)
 
-    result = image.copy()
+    result = image if inplace else image.copy()
     batches: dict[tuple[int, int], list[CropPlan]] = defaultdict(list)
     for plan in plans:
         batches[plan.padded_size].append(plan)
@@ -183,9 +190,9 @@ def _run_network(
     network_input = prepare_input(rgb, hole, model.mean).contiguous(
         memory_format=torch.channels_last
     )
-    network = model.network
-    if network.training:
+    if model.network.training:
         raise GlcicError("the model's network is in training mode; call .eval() first")
+    network = model.inference_network()
     with torch.inference_mode():
         output = network(network_input).float()
     output = output.permute(0, 2, 3, 1).cpu().numpy()

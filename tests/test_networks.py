@@ -125,3 +125,26 @@ def test_discriminator_input_size_errors_are_clear() -> None:
         disc(torch.rand(1, 3, 60, 60), torch.rand(1, 3, 32, 32))
     with pytest.raises(ValueError, match="equal numbers"):
         disc(torch.rand(2, 3, 64, 64), torch.rand(1, 3, 32, 32))
+
+
+def test_fused_inference_network_matches_and_follows_weight_changes() -> None:
+    from glcic import ModelMetadata, new_model
+
+    torch.manual_seed(0)
+    model = new_model(ModelMetadata(width=0.25))
+    for module in model.network.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+    x = torch.rand(2, 4, 40, 48)
+    with torch.no_grad():
+        fused = model.inference_network()
+        assert model.inference_network() is fused  # cached while nothing changes
+        assert torch.allclose(fused(x), model.network(x), atol=1e-5)
+        model.network.layers[0].weight.mul_(2.0)  # an in-place update, as an optimizer makes
+        refreshed = model.inference_network()
+        assert refreshed is not fused
+        assert torch.allclose(refreshed(x), model.network(x), atol=1e-5)
+    with pytest.raises(ValueError, match="multiples of 4"):
+        refreshed(torch.zeros(1, 4, 30, 32))

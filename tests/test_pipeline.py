@@ -262,3 +262,15 @@ def test_memory_follows_the_hole_not_the_image(tiny_model) -> None:
         sizes.append(image.nbytes)
     assert peaks[1] - peaks[0] < 1.1 * (sizes[1] - sizes[0])
     assert peaks[1] < 1.5 * sizes[1]
+
+
+def test_inplace_writes_into_the_given_image(photo, tiny_model) -> None:
+    mask = _rect_mask(photo.shape, (50, 100, 50, 150))
+    expected = complete_image(photo, mask, tiny_model)
+    buffer = photo.copy()
+    assert complete_image(buffer, mask, tiny_model, inplace=True) is buffer
+    assert np.array_equal(buffer, expected)
+    frozen = photo.copy()
+    frozen.flags.writeable = False
+    with pytest.raises(InputError, match="writeable"):
+        complete_image(frozen, mask, tiny_model, inplace=True)
