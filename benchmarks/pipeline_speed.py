@@ -78,7 +78,7 @@ def run_case(name: str, device: str, width: float, inplace: bool) -> dict:
     shape, (y0, y1, x0, x1) = CASES[name]
     hole = Box(x0, y0, x1, y1)
     plan = plan_crop(
-        HoleGroup(hole, max(hole.width, hole.height)), shape[:2],
+        HoleGroup(hole, min(hole.width, hole.height)), shape[:2],
         model.metadata.hole_size_range[1], RECEPTIVE_FIELD_RADIUS, DEFAULT_MAX_WORKING_SIDE,
     )  # fmt: skip
     # Warm-up on an image the size of the crop, with the hole where it falls in the crop: the

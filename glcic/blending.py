@@ -18,6 +18,7 @@ import numpy as np
 #: Telea's neighbourhood radius. The authors' code uses 1; the fill only seeds the Poisson solve.
 TELEA_RADIUS = 1
 _PAD = 4
+_MIN_SIDE = 3
 _GROW = 2
 
 
@@ -27,9 +28,14 @@ def poisson_blend(known: np.ndarray, network_fill: np.ndarray, hole: np.ndarray)
     `known` is the original crop (hole pixels may hold anything); `network_fill` the crop with the
     network's output inside the hole. Pixels outside the hole are returned unchanged.
     """
+    if min(hole.shape) < _MIN_SIDE:
+        # OpenCV's solver needs a few pixels each way; a strip that thin has nothing to blend.
+        return network_fill.copy()
     padded_known = cv2.copyMakeBorder(known, _PAD, _PAD, _PAD, _PAD, cv2.BORDER_REFLECT_101)
     padded_fill = cv2.copyMakeBorder(network_fill, _PAD, _PAD, _PAD, _PAD, cv2.BORDER_REFLECT_101)
-    padded_hole = cv2.copyMakeBorder(hole, _PAD, _PAD, _PAD, _PAD, cv2.BORDER_CONSTANT, value=0)
+    # The hole is reflected like the pixels: otherwise what lies under a hole at the image edge
+    # (the object being removed) would be reflected into the padding as "known" colour.
+    padded_hole = cv2.copyMakeBorder(hole, _PAD, _PAD, _PAD, _PAD, cv2.BORDER_REFLECT_101)
     seeded = cv2.inpaint(padded_known, padded_hole, TELEA_RADIUS, cv2.INPAINT_TELEA)
     # The solver's boundary values come from the clone mask's outer ring: grow the mask so that
     # ring lies on known pixels, where the network fill and the original agree.

@@ -62,10 +62,14 @@ class Box:
 
 @dataclass(frozen=True)
 class HoleGroup:
-    """Holes completed together: their joint box and the longest side of the largest one."""
+    """Holes completed together: their joint box and their thickness.
+
+    Thickness is twice the largest distance from a hole pixel to a known pixel: how much the
+    network must invent. A 96x128 rectangle is 96 thick; a long 10-pixel stroke is 10 thick.
+    """
 
     box: Box
-    largest_hole_side: int
+    thickness: int
 
 
 @dataclass(frozen=True)
@@ -98,8 +102,21 @@ def find_hole_groups(mask: np.ndarray, merge_distance: int) -> list[HoleGroup]:
         if block > 1:  # tighten the block-aligned box to the hole pixels inside it
             tx, ty, tw, th = cv2.boundingRect(np.ascontiguousarray(mask[box.offset(x, y).slices]))
             box = Box(box.x0 + tx, box.y0 + ty, box.x0 + tx + tw, box.y0 + ty + th)
-        groups.append(HoleGroup(box.offset(x, y), max(box.width, box.height)))
-    return _merge_close(groups, merge_distance)
+        groups.append(HoleGroup(box.offset(x, y), 0))
+    merged = _merge_close(groups, merge_distance)
+    return [HoleGroup(g.box, hole_thickness(mask[g.box.slices])) for g in merged]
+
+
+def hole_thickness(region: np.ndarray) -> int:
+    """Twice the largest distance from a hole pixel (> 0) to a known pixel, the region's edge
+    counting as known; computed on a subsampled grid when the region is huge."""
+    step = max(1, math.ceil(math.sqrt(region.size / _MAX_LABEL_PIXELS)))
+    sampled = region[::step, ::step] if step > 1 else region
+    padded = cv2.copyMakeBorder(
+        (sampled > 0).view(np.uint8), 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0
+    )
+    distance = cv2.distanceTransform(padded, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    return max(1, round(2 * float(distance.max()) * step))
 
 
 def _block_max(region: np.ndarray, block: int) -> np.ndarray:
@@ -123,10 +140,7 @@ def _merge_close(groups: list[HoleGroup], distance: int) -> list[HoleGroup]:
         for group in groups:
             for index, other in enumerate(result):
                 if group.box.grown(half).overlaps(other.box.grown(half + distance % 2)):
-                    result[index] = HoleGroup(
-                        other.box.union(group.box),
-                        max(other.largest_hole_side, group.largest_hole_side),
-                    )
+                    result[index] = HoleGroup(other.box.union(group.box), 0)
                     merged = True
                     break
             else:
@@ -144,13 +158,14 @@ def plan_crop(
 ) -> CropPlan:
     """Choose the scale and the context crop for one group of holes.
 
-    The scale shrinks the largest hole to the hole sizes the model was trained on, and further if
-    the crop (hole box plus `margin` working pixels each side) would exceed `max_working_side`.
+    The scale shrinks the group's thickness to the hole sizes the model was trained on, and
+    further if the crop (hole box plus `margin` working pixels each side) would exceed
+    `max_working_side`.
     The crop is shifted inward at image edges so the margin is real pixels wherever it can be.
     """
     height, width = image_size
     box = group.box
-    scale = min(1.0, max_hole_side / max(1, group.largest_hole_side))
+    scale = min(1.0, max_hole_side / max(1, group.thickness))
     room = max_working_side - 2 * margin
     if room < SIDE_MULTIPLE:
         raise ValueError(f"max_working_side {max_working_side} leaves no room for margin {margin}")

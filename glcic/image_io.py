@@ -6,6 +6,7 @@ Pillow does the decoding. We normalise to what the pipeline takes (8-bit RGB or 
 
 from __future__ import annotations
 
+import struct
 import warnings
 from pathlib import Path
 
@@ -22,6 +23,7 @@ _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 
 
 def _open(path: Path) -> Image.Image:
+    """Decode fully, upright per EXIF orientation, with deep images reduced to 8 bits."""
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     try:
@@ -29,11 +31,30 @@ def _open(path: Path) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(path)
             image.load()
+            image = ImageOps.exif_transpose(image)
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise InputError(f"{path}: not an image Pillow can read, or too large") from None
-    except (OSError, SyntaxError, ValueError) as error:
+    except (OSError, SyntaxError, ValueError, struct.error) as error:
         raise InputError(f"{path}: cannot be decoded ({error})") from None
-    return image
+    return _to_8bit(image)
+
+
+def _to_8bit(image: Image.Image) -> Image.Image:
+    """Single-channel 16-bit, 32-bit integer and float images scaled (not clipped) to 8 bits.
+
+    Pillow's own conversion to "L" clips such values at 255, which turns a 16-bit photo or mask
+    into black and white. Integer images are taken as 16-bit (0..65535) when any value exceeds
+    255, floats as 0..1 when all values lie there.
+    """
+    if image.mode not in ("I;16", "I;16B", "I;16L", "I", "F"):
+        return image
+    values = np.asarray(image, dtype=np.float64)
+    if image.mode == "F":
+        top = 1.0 if values.size and values.min() >= 0 and values.max() <= 1.0 else 255.0
+    else:
+        top = 65535.0 if values.size and values.max() > 255 else 255.0
+    scaled = np.clip(np.rint(values * (255.0 / top)), 0, 255).astype(np.uint8)
+    return Image.fromarray(scaled, mode="L")
 
 
 def _has_alpha(image: Image.Image) -> bool:
@@ -42,14 +63,15 @@ def _has_alpha(image: Image.Image) -> bool:
 
 def read_image(path: str | Path) -> np.ndarray:
     """HxWx3 or (if the file has transparency) HxWx4 uint8, upright per its EXIF orientation."""
-    image = ImageOps.exif_transpose(_open(Path(path)))
+    image = _open(Path(path))
     image = image.convert("RGBA" if _has_alpha(image) else "RGB")
     return np.asarray(image).copy()
 
 
 def read_mask(path: str | Path) -> np.ndarray:
     """HxW uint8 mask: 255 = fill. From a grayscale image, or from the alpha channel of a file
-    that has a non-opaque one (a selection saved as transparency)."""
+    that has a non-opaque one (a selection saved as transparency). Upright per EXIF, like the
+    image it goes with."""
     image = _open(Path(path))
     if _has_alpha(image):
         alpha = np.asarray(image.convert("RGBA"))[..., 3]

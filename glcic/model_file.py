@@ -119,8 +119,12 @@ class ModelMetadata:
 
 
 def _number(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    try:
+        finite = isinstance(value, (int, float)) and math.isfinite(value)
+    except OverflowError:  # an integer too large for a float
+        finite = False
+    if isinstance(value, bool) or not finite:
+        raise ValueError(f"{name} must be a finite number, got {str(value)[:40]}")
     return float(value)
 
 
@@ -188,6 +192,12 @@ def save_model(
         .clone()
         for name, tensor in model.network.state_dict().items()
     }
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise ModelFileError(
+                f"tensor {name!r} is not finite in {storage} (too large for float16?); "
+                "nothing was written"
+            )
     header = {
         "format_version": FORMAT_VERSION,
         "architecture": ARCHITECTURE,
@@ -195,7 +205,10 @@ def save_model(
         "metadata": model.metadata.to_json(),
     }
     metadata = {METADATA_KEY: json.dumps(header, sort_keys=True)}
-    atomic_write_with(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    try:
+        atomic_write_with(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    except OSError as error:
+        raise ModelFileError(f"{path}: cannot be written ({error.strerror or error})") from None
 
 
 def read_model_metadata(path: str | os.PathLike[str]) -> ModelMetadata:
@@ -248,6 +261,8 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu")
                 tensor = tensor.to(torch.float32)
                 if not torch.isfinite(tensor).all():
                     raise ModelFileError(f"{path}: tensor {name!r} holds NaN or infinite values")
+                if name.endswith("running_var") and (tensor < 0).any():
+                    raise ModelFileError(f"{path}: tensor {name!r} holds negative variances")
             state[name] = tensor
     network.load_state_dict(state)
     network.eval()
@@ -309,6 +324,8 @@ def _parse_header(path: Path, header: dict[str, str] | None) -> ModelMetadata:
         )
     try:
         document = json.loads(header[METADATA_KEY])
+    except RecursionError:
+        raise ModelFileError(f"{path}: the glcic metadata is nested too deeply") from None
     except json.JSONDecodeError as error:
         raise ModelFileError(f"{path}: the glcic metadata is not valid JSON ({error})") from None
     if not isinstance(document, dict):

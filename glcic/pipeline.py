@@ -138,6 +138,11 @@ def _validate(
         )
     if image.shape[0] == 0 or image.shape[1] == 0:
         raise InputError("image is empty")
+    if mask.max() == 1:
+        raise InputError(
+            "mask values are 0 and 1; use 255 for pixels to fill (values between 1 and 254 "
+            "are a partial, feathered selection)"
+        )
     if blend not in BLEND_MODES:
         raise InputError(f"blend must be one of {', '.join(BLEND_MODES)}, got {blend!r}")
     if margin < 0:

@@ -35,6 +35,8 @@ OFFICIAL_LICENCE = (
 )
 
 _MAX_DIMS = 8
+#: No tensor of a completion model comes near this; a larger claim is a damaged or hostile file.
+_MAX_TENSOR_ELEMENTS = 64 * 1024 * 1024
 _TENSOR_DTYPES = {
     b"Float": np.float32,
     b"Double": np.float64,
@@ -87,6 +89,15 @@ def _tensor_reader(dtype: type[np.generic]) -> Any:
             raise Torch7ImportError("a tensor has no storage of its own type (damaged file)")
         if min(sizes) < 0 or min(strides) < 0 or offset < 0:
             raise Torch7ImportError("a tensor has negative sizes, strides or offset (damaged file)")
+        # Zero or overlapping strides could make a few stored values stand for billions.
+        elements = math.prod(sizes)
+        if elements > min(storage.size, _MAX_TENSOR_ELEMENTS) or any(
+            stride == 0 and size > 1 for size, stride in zip(sizes, strides, strict=True)
+        ):
+            raise Torch7ImportError(
+                f"a tensor claims {elements} elements over a storage of {storage.size} "
+                "(damaged file)"
+            )
         last = offset + sum(
             (size - 1) * stride for size, stride in zip(sizes, strides, strict=True)
         )
@@ -154,21 +165,26 @@ def _typename(obj: Any) -> str:
     return type(obj).__name__
 
 
-def _flatten_sequential(module: Any) -> Iterator[Any]:
+def _flatten_sequential(module: Any, open_containers: tuple[int, ...] = ()) -> Iterator[Any]:
     """Nested `nn.Sequential` containers compute the same as their flattened module list."""
     if _typename(module) == "nn.Sequential":
-        modules = module["modules"]
+        if id(module) in open_containers:
+            raise Torch7ImportError("an nn.Sequential contains itself (damaged file)")
+        modules = _field(module, "modules")
         if not isinstance(modules, list):
             raise Torch7ImportError("an nn.Sequential has no module list (damaged file)")
         for child in modules:
-            yield from _flatten_sequential(child)
+            yield from _flatten_sequential(child, (*open_containers, id(module)))
     else:
         yield module
 
 
 def _field(module: Any, name: str) -> Any:
-    value = module[name] if isinstance(module, torchfile.TorchObject) else None
-    return value
+    """A field of a Torch7 object, or None (also when the object's field table is damaged)."""
+    if not isinstance(module, torchfile.TorchObject):
+        return None
+    table = getattr(module, "_obj", None)
+    return table.get(name) if isinstance(table, dict) else None
 
 
 def _array(module: Any, name: str, shape: tuple[int, ...], where: str) -> np.ndarray:
@@ -176,8 +192,8 @@ def _array(module: Any, name: str, shape: tuple[int, ...], where: str) -> np.nda
     if not isinstance(value, np.ndarray):
         raise Torch7ImportError(f"{where}: has no '{name}' tensor")
     if value.shape != shape:
-        if value.size == math.prod(shape):  # old Torch7 kept conv weights as 2-D matrices
-            value = value.reshape(shape)
+        if value.ndim == 2 and value.shape == (shape[0], math.prod(shape[1:])):
+            value = value.reshape(shape)  # old Torch7 kept conv weights as 2-D matrices
         else:
             raise Torch7ImportError(f"{where}: '{name}' has shape {value.shape}, expected {shape}")
     if not np.issubdtype(value.dtype, np.floating):
@@ -191,7 +207,7 @@ def _expect_number(module: Any, name: str, expected: int, where: str, default: i
     value = _field(module, name)
     if value is None:
         value = default
-    if value != expected:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != expected:
         raise Torch7ImportError(f"{where}: {name} is {value}, expected {expected}")
 
 
@@ -313,7 +329,7 @@ def convert_torch7(data: Any, source_name: str) -> CompletionModel:
         raise Torch7ImportError("the model holds no modules")
     first = modules[0]
     first_out = _field(first, "nOutputPlane")
-    if not isinstance(first_out, int) or first_out <= 0:
+    if isinstance(first_out, bool) or not isinstance(first_out, int) or first_out <= 0:
         raise Torch7ImportError(f"{_describe(0, first)}: expected a convolution with 64 outputs")
     width = first_out / COMPLETION_LAYERS[0].out_channels
     if scaled_channels(COMPLETION_LAYERS[0].out_channels, width) != first_out or width > 4:
@@ -381,3 +397,8 @@ def import_torch7(path: str | os.PathLike[str]) -> CompletionModel:
         return convert_torch7(data, path.name)
     except Torch7ImportError as error:
         raise Torch7ImportError(f"{path}: {error}") from None
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError, RecursionError) as error:
+        # A structure torchfile parsed but that is not a sane Torch7 model.
+        raise Torch7ImportError(
+            f"{path}: damaged model structure ({type(error).__name__}: {error})"
+        ) from None

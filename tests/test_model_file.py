@@ -82,7 +82,7 @@ def test_write_is_atomic_when_the_writer_fails(tmp_path: Path, model, monkeypatc
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr("glcic.model_file.save_file", broken_save)
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(ModelFileError, match="No space"):
         save_model(model, path)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]

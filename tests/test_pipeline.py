@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tracemalloc
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -76,6 +77,16 @@ def test_several_holes_get_their_own_crops(photo, tiny_model) -> None:
     assert np.array_equal(out[mask == 0], photo[mask == 0])
 
 
+def test_thin_strokes_are_not_scaled_down_for_their_length(photo, tiny_model) -> None:
+    """A long 6-pixel stroke is 6 thick: filled at full resolution, whatever its length."""
+    mask = np.zeros(photo.shape[:2], np.uint8)
+    cv2.line(mask, (10, 20), (300, 220), 255, 6)
+    stats = CompletionStats()
+    complete_image(photo, mask, tiny_model, stats=stats)
+    (plan,) = stats.crops
+    assert plan.group.thickness <= 8 and plan.scale == 1.0
+
+
 def test_close_holes_merge_into_one_group() -> None:
     mask = _rect_mask((240, 320), (10, 20, 10, 20), (10, 20, 30, 40), (200, 210, 300, 310))
     groups = find_hole_groups(mask, merge_distance=32)
@@ -85,11 +96,12 @@ def test_close_holes_merge_into_one_group() -> None:
 
 def test_large_hole_is_scaled_to_trained_hole_size(photo) -> None:
     model = make_tiny_model(hole_size_range=(24, 32))
-    mask = _rect_mask(photo.shape, (60, 180, 80, 240))  # 160 wide, trained up to 32
+    mask = _rect_mask(photo.shape, (60, 180, 80, 240))  # 120 thick, trained up to 32
     stats = CompletionStats()
     out = complete_image(photo, mask, model, margin=32, max_working_side=256, stats=stats)
     (plan,) = stats.crops
-    assert plan.scale == pytest.approx(32 / 160)
+    assert abs(plan.group.thickness - 120) <= 2
+    assert plan.scale == pytest.approx(32 / plan.group.thickness)
     assert all(side % 4 == 0 for side in plan.padded_size)
     assert np.array_equal(out[mask == 0], photo[mask == 0])
     assert out[60:180, 80:240].std() > 0

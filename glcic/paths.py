@@ -1,0 +1,43 @@
+"""Per-user locations, from platformdirs under the app name "glcic".
+
+One environment variable, GLCIC_HOME, replaces all of them with folders under one root: tests
+use it to stay out of the user's real folders, and it makes a portable install possible.
+Nothing is ever written to the current directory.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import platformdirs
+
+APP_NAME = "glcic"
+HOME_VARIABLE = "GLCIC_HOME"
+
+
+def _home() -> Path | None:
+    value = os.environ.get(HOME_VARIABLE)
+    return Path(value).expanduser().resolve() if value else None
+
+
+def models_dir() -> Path:
+    """Where the daemon and the CLI look for model files (`glcic-train export` writes here)."""
+    home = _home()
+    return home / "models" if home else platformdirs.user_data_path(APP_NAME) / "models"
+
+
+def runtime_dir() -> Path:
+    """Connection file and lock of the running daemon."""
+    home = _home()
+    return home / "run" if home else platformdirs.user_runtime_path(APP_NAME)
+
+
+def log_dir() -> Path:
+    home = _home()
+    return home / "logs" if home else platformdirs.user_log_path(APP_NAME)
+
+
+def config_dir() -> Path:
+    home = _home()
+    return home / "config" if home else platformdirs.user_config_path(APP_NAME)

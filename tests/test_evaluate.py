@@ -1,0 +1,427 @@
+"""`glcic-eval`: metrics against known values, the pairing rule, and whole runs end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import shared_data
+from numpy.lib.stride_tricks import sliding_window_view
+from PIL import Image
+
+from glcic.errors import InputError
+from glcic.training import evaluate as ev
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def smooth_image(seed: int, height: int = 96, width: int = 128) -> np.ndarray:
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    r = 128 + 100 * np.sin(xx / (17.0 + seed) + seed)
+    g = 128 + 100 * np.cos(yy / (13.0 + 2 * seed))
+    b = (xx + yy + 40 * seed) / (height + width + 120) * 255
+    return np.clip(np.stack([r, g, b], -1), 0, 255).astype(np.uint8)
+
+
+def disk_mask(ratio: float, size: int = 512) -> np.ndarray:
+    radius = math.sqrt(ratio * size * size / math.pi)
+    yy, xx = np.mgrid[0:size, 0:size]
+    inside = (yy - size / 2 + 0.5) ** 2 + (xx - size / 2 + 0.5) ** 2 <= radius**2
+    return np.where(inside, 255, 0).astype(np.uint8)
+
+
+def write_images(folder: Path, count: int, height: int = 96, width: int = 128) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index in range(count):
+        path = folder / f"img{index}.png"
+        Image.fromarray(smooth_image(index, height, width)).save(path)
+        paths.append(path)
+    return paths
+
+
+def write_masks(folder: Path) -> Path:
+    """One disk mask per bin, its area in the middle of the bin's hole-ratio range."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for bin_index in range(6):
+        mask = disk_mask((bin_index + 0.5) / 10)
+        Image.fromarray(mask).save(folder / f"{bin_index * 2000 + 7:05d}.png")
+    return folder
+
+
+@pytest.fixture
+def dataset(tmp_path: Path) -> tuple[Path, Path]:
+    images = tmp_path / "images"
+    write_images(images, 3)
+    return images, write_masks(tmp_path / "masks")
+
+
+# --- metrics -------------------------------------------------------------------------------------
+
+
+def test_identical_images_score_perfectly() -> None:
+    image = np.random.default_rng(1).integers(0, 256, (20, 24, 3), dtype=np.uint8)
+    hole = np.zeros((20, 24), np.uint8)
+    hole[5:15, 6:18] = 255
+    assert ev.psnr(image, image, hole) == ev.PSNR_CAP == 100.0
+    assert ev.mean_l1(image, image, hole) == 0.0
+    assert ev.ssim(image, image, hole) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_constant_offset_gives_known_psnr_and_l1() -> None:
+    truth = np.random.default_rng(2).integers(0, 200, (16, 16, 3), dtype=np.uint8)
+    result = truth + np.uint8(10)
+    hole = np.zeros((16, 16), np.uint8)
+    hole[4:12, 4:12] = 255
+    assert ev.psnr(result, truth, hole) == pytest.approx(20 * math.log10(255 / 10))
+    assert ev.mean_l1(result, truth, hole) == pytest.approx(10 / 255)
+
+
+def test_metrics_look_only_inside_the_hole() -> None:
+    truth = np.full((16, 16, 3), 100, np.uint8)
+    result = truth.copy()
+    result[:, :8] = 0  # wrong outside the hole only
+    hole = np.zeros((16, 16), np.uint8)
+    hole[:, 12:] = 255
+    assert ev.psnr(result, truth, hole) == ev.PSNR_CAP
+    assert ev.mean_l1(result, truth, hole) == 0.0
+
+
+def test_metrics_refuse_an_empty_hole() -> None:
+    image = np.zeros((8, 8, 3), np.uint8)
+    with pytest.raises(ValueError, match="empty"):
+        ev.psnr(image, image, np.zeros((8, 8), np.uint8))
+
+
+def reference_ssim_map(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """SSIM written out directly: explicit Gaussian weights over every 11x11 window."""
+    radius = 5
+    offsets = np.arange(-radius, radius + 1, dtype=np.float64)
+    g = np.exp(-(offsets**2) / (2 * 1.5**2))
+    weights = np.outer(g, g) / np.outer(g, g).sum()
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    maps = []
+    for channel in range(a.shape[2]):
+        x = np.pad(a[..., channel].astype(np.float64), radius, mode="reflect")
+        y = np.pad(b[..., channel].astype(np.float64), radius, mode="reflect")
+        wx = sliding_window_view(x, (11, 11))
+        wy = sliding_window_view(y, (11, 11))
+        mx = (wx * weights).sum(axis=(2, 3))
+        my = (wy * weights).sum(axis=(2, 3))
+        vx = (weights * (wx - mx[..., None, None]) ** 2).sum(axis=(2, 3))
+        vy = (weights * (wy - my[..., None, None]) ** 2).sum(axis=(2, 3))
+        cov = (weights * (wx - mx[..., None, None]) * (wy - my[..., None, None])).sum(axis=(2, 3))
+        maps.append(((2 * mx * my + c1) * (2 * cov + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2)))
+    return np.mean(maps, axis=0)
+
+
+def test_ssim_matches_an_independent_implementation() -> None:
+    rng = np.random.default_rng(3)
+    truth = rng.integers(0, 256, (23, 31, 3), dtype=np.uint8)
+    noise = rng.integers(-40, 41, truth.shape)
+    result = np.clip(truth.astype(int) + noise, 0, 255).astype(np.uint8)
+    hole = np.zeros((23, 31), np.uint8)
+    hole[3:17, 9:28] = 255
+    expected = reference_ssim_map(result, truth)
+    np.testing.assert_allclose(ev.ssim_map(result, truth), expected, rtol=0, atol=1e-9)
+    assert ev.ssim(result, truth, hole) == pytest.approx(expected[hole > 0].mean(), abs=1e-9)
+    assert 0.0 < ev.ssim(result, truth, hole) < 1.0
+
+
+# --- pairing -------------------------------------------------------------------------------------
+
+
+def test_find_masks_groups_by_bin_and_pairs_every_image_with_every_bin(tmp_path: Path) -> None:
+    tiny = np.zeros((4, 4), np.uint8)
+    for name in ("00003.png", "00001.png", "02001.png", "04000.png", "10005.png"):
+        Image.fromarray(tiny).save(tmp_path / name)
+    for ignored in ("12000.png", "123.png", "0001.png", "00002.jpg"):
+        Image.fromarray(tiny).save(tmp_path / ignored)
+    (tmp_path / "notes.txt").write_text("not a mask")
+
+    masks = ev.find_masks(tmp_path)
+    assert {b: [p.name for p in paths] for b, paths in masks.items()} == {
+        0: ["00001.png", "00003.png"],
+        1: ["02001.png"],
+        2: ["04000.png"],
+        5: ["10005.png"],
+    }
+    pairs = ev.pair_masks(3, masks)
+    assert [(p.image_index, ev.BIN_LABELS[p.bin], p.mask.name) for p in pairs] == [
+        (0, "1-10%", "00001.png"),
+        (0, "10-20%", "02001.png"),
+        (0, "20-30%", "04000.png"),
+        (0, "50-60%", "10005.png"),
+        (1, "1-10%", "00003.png"),
+        (1, "10-20%", "02001.png"),
+        (1, "20-30%", "04000.png"),
+        (1, "50-60%", "10005.png"),
+        (2, "1-10%", "00001.png"),
+        (2, "10-20%", "02001.png"),
+        (2, "20-30%", "04000.png"),
+        (2, "50-60%", "10005.png"),
+    ]
+
+
+def test_find_images_is_recursive_case_insensitive_and_sorted(tmp_path: Path) -> None:
+    for name in ("b/z.PNG", "a.jpg", "b/a.TIF", "c.webp", "notes.txt", "b/c.gif"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    found = [p.relative_to(tmp_path).as_posix() for p in ev.find_images(tmp_path)]
+    assert found == ["a.jpg", "b/a.TIF", "b/z.PNG", "c.webp"]
+
+
+def test_load_mask_resizes_nearest_and_thresholds(tmp_path: Path) -> None:
+    mask = np.zeros((512, 512), np.uint8)
+    mask[:, :256] = 200  # above 127: hole
+    mask[:256, 256:] = 100  # below: kept
+    Image.fromarray(mask).save(tmp_path / "00000.png")
+    loaded = ev.load_mask(tmp_path / "00000.png", 96, 128)
+    assert loaded.shape == (96, 128) and set(np.unique(loaded)) == {0, 255}
+    assert (loaded[:, :64] == 255).all() and (loaded[:, 64:] == 0).all()
+
+
+def test_boxes_are_seeded_by_index_and_fit_the_image() -> None:
+    assert ev.box_for(5, 321, 481) == ev.box_for(5, 321, 481)
+    assert ev.box_for(5, 321, 481) != ev.box_for(6, 321, 481)
+    for index in range(20):
+        x, y, w, h = ev.box_for(index, 321, 481)
+        assert 64 <= w <= 128 and 64 <= h <= 128
+        assert 0 <= x <= 481 - w and 0 <= y <= 321 - h
+    x, y, w, h = ev.box_for(0, 100, 90)  # clipped to half the sides
+    assert w <= 45 and h <= 50 and x + w <= 90 and y + h <= 100
+    assert ev.ratio_bin(5, 100) == 0 and ev.ratio_bin(10, 100) == 1
+    assert ev.ratio_bin(59, 100) == 5 and ev.ratio_bin(90, 100) == 5
+
+
+# --- the command, end to end ---------------------------------------------------------------------
+
+
+def test_end_to_end_with_model_and_baselines(dataset, tiny_model_file, tmp_path, capsys) -> None:
+    images, masks = dataset
+    out = tmp_path / "out"
+    argv = ["--images", str(images), "--masks", str(masks), "--model", str(tiny_model_file)]
+    code = ev.main([*argv, "--baseline", "telea,ns", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    for name in ("results.json", "results.md", "montage.png"):
+        assert (out / name).is_file()
+    assert captured.out == (out / "results.md").read_text()
+    assert "| 1-10% |" in captured.out and "| **all** |" in captured.out
+
+    document = json.loads((out / "results.json").read_text())
+    assert document["pairing"] == "nvidia-irregular-by-bin-v1"
+    assert document["methods"] == ["tiny", "telea", "ns"]
+    assert document["arguments"]["baseline"] == ["telea", "ns"]
+    assert document["skipped_count"] == 0 and document["images_evaluated"] == 3
+    for name in ("tiny", "telea", "ns"):
+        rows = document["summary"][name]
+        assert list(rows) == [*ev.BIN_LABELS, "all"]
+        assert all(rows[label]["count"] == 3 for label in ev.BIN_LABELS)
+        assert rows["all"]["count"] == 18
+        assert 0 < rows["all"]["psnr"] < 100 and 0 <= rows["all"]["l1"] <= 1
+    assert len(document["pairs"]) == 18
+    for pair in document["pairs"]:
+        low = ev.BIN_LABELS.index(pair["bin"]) / 10
+        assert low - 0.02 <= pair["hole_ratio"] <= low + 0.12
+        for scores in pair["methods"].values():
+            assert scores["changed_outside"] == 0
+    montage = Image.open(out / "montage.png")
+    assert montage.height > 6 * ev.MONTAGE_CELL_HEIGHT
+
+
+def test_boxes_mode_end_to_end(tmp_path, tiny_model_file, capsys) -> None:
+    images = tmp_path / "images"
+    write_images(images, 3, height=160, width=200)
+    out = tmp_path / "out"
+    code = ev.main(
+        ["--images", str(images), "--boxes", "--model", str(tiny_model_file), "--out", str(out)]
+    )
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    document = json.loads((out / "results.json").read_text())
+    assert document["pairing"] == "seeded-boxes-v1"
+    assert document["summary"]["tiny"]["all"]["count"] == 3
+    assert [pair["hole"].startswith("box ") for pair in document["pairs"]] == [True] * 3
+    assert (out / "montage.png").is_file()
+
+
+def test_limit_evaluates_only_the_first_images(dataset, tmp_path, capsys) -> None:
+    images, masks = dataset
+    out = tmp_path / "out"
+    argv = ["--images", str(images), "--masks", str(masks), "--baseline", "telea"]
+    assert ev.main([*argv, "--limit", "1", "--out", str(out)]) == 0
+    document = json.loads((out / "results.json").read_text())
+    assert {pair["image"] for pair in document["pairs"]} == {str(images / "img0.png")}
+    assert document["summary"]["telea"]["all"]["count"] == 6
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("empty images", "no images found"),
+        ("no masks", "no mask files"),
+        ("unknown baseline", "unknown baseline 'patchmatch'"),
+        ("no methods", "no methods"),
+        ("masks and boxes", "cannot be used together"),
+    ],
+)
+def test_errors_exit_2_without_traceback(case, message, dataset, tmp_path, capsys) -> None:
+    images, masks = dataset
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    baseline = "telea"
+    if case == "empty images":
+        images = empty
+    elif case == "no masks":
+        masks = empty
+    elif case == "unknown baseline":
+        baseline = "telea,patchmatch"
+    elif case == "no methods":
+        baseline = ""
+    argv = ["--images", str(images), "--masks", str(masks), "--baseline", baseline]
+    if case == "masks and boxes":
+        argv.append("--boxes")
+    code = ev.main([*argv, "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("glcic-eval: error: ") and message in err
+    assert "Traceback" not in err
+
+
+def test_interrupt_exits_130(dataset, tmp_path, capsys, monkeypatch) -> None:
+    images, masks = dataset
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ev, "evaluate", interrupted)
+    argv = ["--images", str(images), "--masks", str(masks), "--baseline", "telea"]
+    assert ev.main([*argv, "--out", str(tmp_path / "out")]) == 130
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_unreadable_image_is_skipped_and_counted(dataset, tmp_path, capsys) -> None:
+    images, masks = dataset
+    (images / "broken.png").write_text("this is not a PNG")
+    out = tmp_path / "out"
+    argv = ["--images", str(images), "--masks", str(masks), "--baseline", "ns"]
+    assert ev.main([*argv, "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "glcic-eval: warning: " in err and "broken.png" in err
+    document = json.loads((out / "results.json").read_text())
+    assert document["skipped_count"] == 1
+    assert document["skipped"][0]["path"].endswith("broken.png")
+    assert document["images_evaluated"] == 3
+
+
+def test_no_readable_image_is_an_error(tmp_path, capsys) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "broken.png").write_text("nope")
+    masks = write_masks(tmp_path / "masks")
+    argv = ["--images", str(images), "--masks", str(masks), "--baseline", "telea"]
+    assert ev.main([*argv, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "glcic-eval: error: no image could be evaluated" in err
+
+
+# --- the Python API ------------------------------------------------------------------------------
+
+
+def test_api_hides_the_hole_and_keeps_methods_comparable(dataset, tiny_model) -> None:
+    images, masks = dataset
+    seen: list[np.ndarray] = []
+
+    def peek(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        seen.append(image)
+        return image.copy()  # "fills" with whatever the method was given
+
+    def refuse_big(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        if np.count_nonzero(mask) > 0.5 * mask.size:
+            raise InputError("too big")
+        return ev.baseline_method("telea")(image, mask)
+
+    methods = {
+        "tiny": ev.model_method(tiny_model, blend="none"),
+        "peek": peek,
+        "picky": refuse_big,
+    }
+    warnings: list[str] = []
+    result = ev.evaluate(ev.find_images(images), masks, methods, warn=warnings.append)
+
+    assert all(not image.flags.writeable for image in seen)
+    # The pixels under the hole were blanked, so copying the input cannot reproduce the truth.
+    assert all(pair.scores["peek"].psnr < 30 for pair in result.pairs)
+    assert all(count == 0 for pair in result.pairs for count in pair.changed_outside.values())
+    # The 50-60% bin was refused by one method, so it is skipped for all of them.
+    assert len(result.pairs) == 15 and len(result.skipped) == 3
+    assert all(entry.hole == "10007.png" for entry in result.skipped)
+    assert len(warnings) == 3
+    assert set(result.aggregates["tiny"]) == {*ev.BIN_LABELS[:5], "all"}
+    assert result.aggregates["picky"]["all"].count == 15
+
+    table = result.to_markdown()
+    assert "50-60%" not in table and table.count("**") >= 2 * 6
+    document = json.loads(json.dumps(result.to_json({"note": "api"})))
+    assert document["arguments"] == {"note": "api"}
+    # One example per bin (img i for bin i where it can), then filled up to six.
+    labels = [example.label.splitlines() for example in result.examples]
+    assert [label[0].split(":")[0] for label in labels[:5]] == list(ev.BIN_LABELS[:5])
+    assert [label[1] for label in labels[:3]] == ["img0", "img1", "img2"]
+    assert len(result.examples) == 6 and len(result.examples[0].cells) == 5
+
+
+def test_baseline_method_keeps_pixels_outside_the_hole() -> None:
+    image = smooth_image(4)
+    mask = np.zeros(image.shape[:2], np.uint8)
+    mask[30:60, 40:90] = 255
+    for name in ("telea", "ns"):
+        filled = ev.baseline_method(name)(image, mask)
+        assert filled.shape == image.shape and filled.dtype == np.uint8
+        np.testing.assert_array_equal(filled[mask == 0], image[mask == 0])
+        assert ev.psnr(filled, image, mask) > 20
+    with pytest.raises(ev.EvaluationError, match="unknown baseline"):
+        ev.baseline_method("patchmatch")
+
+
+def test_duplicate_model_stems_get_a_suffix(dataset, tiny_model_file, tmp_path) -> None:
+    images, masks = dataset
+    copy = tmp_path / "other" / tiny_model_file.name
+    copy.parent.mkdir()
+    copy.write_bytes(tiny_model_file.read_bytes())
+    out = tmp_path / "out"
+    argv = ["--images", str(images), "--masks", str(masks), "--limit", "1"]
+    argv += ["--model", str(tiny_model_file), "--model", str(copy), "--out", str(out)]
+    assert ev.main(argv) == 0
+    assert json.loads((out / "results.json").read_text())["methods"] == ["tiny", "tiny-2"]
+
+
+# --- real data -----------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_real_development_set(tiny_model_file, tmp_path, capsys) -> None:
+    images = shared_data("dev/bsds500-val")
+    masks = shared_data("masks/nvidia-irregular")
+    out = tmp_path / "out"
+    argv = ["--images", str(images), "--masks", str(masks), "--model", str(tiny_model_file)]
+    code = ev.main([*argv, "--baseline", "telea", "--limit", "2", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    document = json.loads((out / "results.json").read_text())
+    assert document["images_evaluated"] == 2 and len(document["pairs"]) == 12
+    for name in ("tiny", "telea"):
+        assert [document["summary"][name][b]["count"] for b in ev.BIN_LABELS] == [2] * 6
+    assert {pair["hole"] for pair in document["pairs"] if pair["bin"] == "1-10%"} == {
+        "00000.png",
+        "00001.png",
+    }
+    assert all(
+        scores["changed_outside"] == 0
+        for pair in document["pairs"]
+        for scores in pair["methods"].values()
+    )

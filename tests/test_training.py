@@ -1,0 +1,299 @@
+"""Training on CPU with tiny configs: phases, gradient hygiene, resume, DDP, crashes, bad data."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import shared_data
+from PIL import Image
+
+from glcic import load_model
+from glcic.networks import prepare_input
+from glcic.training.checkpoint import list_checkpoints, load_checkpoint, load_latest_checkpoint
+from glcic.training.config import PRESETS, ConfigError, TrainConfig, build_config
+from glcic.training.data import EpochStream
+from glcic.training.holes import freeform_hole, rectangle_hole, sample_hole
+from glcic.training.train import main
+from glcic.training.trainer import Trainer, hole_mse
+
+TINY = ["--preset", "tiny-test"]
+
+
+def _write_images(folder: Path, count: int = 6, seed: int = 0) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for index in range(count):
+        size = (40 + 4 * index, 56)
+        smooth = rng.integers(0, 255, (4, 4, 3)).astype(np.uint8)
+        image = Image.fromarray(smooth).resize(size, Image.BICUBIC)
+        image.save(folder / f"img{index}.png")
+    return folder
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return _write_images(tmp_path / "data")
+
+
+def _states_equal(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+def test_holes_are_seeded_and_inside_the_local_patch() -> None:
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        hole = sample_hole(rng, 64, 32, 16, 24, freeform_fraction=0.5)
+        x, y = hole.hole_box
+        inside = hole.mask[y : y + 32, x : x + 32]
+        assert inside.sum() == hole.mask.sum() > 0
+        again = sample_hole(np.random.default_rng(seed), 64, 32, 16, 24, freeform_fraction=0.5)
+        assert np.array_equal(again.mask, hole.mask) and again.real_box == hole.real_box
+    rect = rectangle_hole(np.random.default_rng(1), 128, 96, 128)
+    ys, xs = np.nonzero(rect)
+    assert 96 <= np.ptp(xs) + 1 <= 128 and 96 <= np.ptp(ys) + 1 <= 128
+    assert rect.sum() == (np.ptp(xs) + 1) * (np.ptp(ys) + 1)
+    stroke = freeform_hole(np.random.default_rng(2), 128, 96, 128)
+    assert 0 < stroke.sum() < stroke.size
+
+
+def test_hole_mse_averages_over_hole_pixels_only() -> None:
+    target = torch.zeros(1, 3, 8, 8)
+    output = torch.full((1, 3, 8, 8), 0.5)
+    small, large = torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 8, 8)
+    small[..., :2, :2] = 1
+    large[..., :6, :6] = 1
+    assert hole_mse(output, target, small) == pytest.approx(0.25)
+    assert hole_mse(output, target, large) == pytest.approx(0.25)
+
+
+def test_epoch_stream_shards_ranks_and_resumes_mid_stream() -> None:
+    def take(stream, count):
+        iterator = iter(stream)
+        return [next(iterator) for _ in range(count)]
+
+    first = take(EpochStream(10, seed=3, rank=0, world=2), 12)
+    second = take(EpochStream(10, seed=3, rank=1, world=2), 12)
+    assert {i for e, i in first[:5]}.isdisjoint({i for e, i in second[:5]})
+    assert sorted(i for _, i in first[:5] + second[:5]) == list(range(10))
+    assert [e for e, _ in first] == [0] * 5 + [1] * 5 + [2] * 2
+    assert take(EpochStream(10, seed=3, rank=0, world=2, start=7), 5) == first[7:12]
+
+
+def test_config_presets_toml_and_flags(tmp_path: Path) -> None:
+    for name in PRESETS:
+        build_config(name)
+    assert TrainConfig().completion_steps == 90_000 and TrainConfig().alpha == 0.0004
+    toml = tmp_path / "run.toml"
+    toml.write_text("[train]\nbatch_size = 5\nflip = false\n")
+    config = build_config("cpu-small", toml, {"hole_max": "60"})
+    assert (config.batch_size, config.flip, config.hole_max, config.width) == (5, False, 60, 0.5)
+    with pytest.raises(ConfigError, match="unknown setting 'batchsize'"):
+        toml.write_text("batchsize = 5\n")
+        build_config(None, toml)
+    with pytest.raises(ConfigError, match="hole_min <= hole_max"):
+        build_config(None, None, {"hole_min": "130"})
+    with pytest.raises(ConfigError, match="must be a int"):
+        build_config(None, None, {"batch_size": "many"})
+
+
+def test_three_phases_end_to_end(tmp_path: Path, data_dir: Path) -> None:
+    run = tmp_path / "run"
+    assert main(["--data", str(data_dir), "--out", str(run), *TINY]) == 0
+    state = load_latest_checkpoint(run)
+    assert state["step"] == 8 and state["phase"] == "joint"
+    assert [step for step, _ in list_checkpoints(run)] == [4, 6, 8]  # keep_checkpoints = 3
+    metrics = (run / "metrics.csv").read_text().splitlines()
+    phases = {line.split(",")[1] for line in metrics[1:]}
+    assert phases == {"completion", "discriminator", "joint"}
+    assert (run / "samples" / "step-000000008.png").is_file()
+    assert "finished at step 8" in (run / "train.log").read_text()
+
+
+def test_no_gradient_from_completion_step_reaches_discriminator(tmp_path, data_dir) -> None:
+    config = build_config("tiny-test", None, {"completion_steps": "0", "discriminator_steps": "0"})
+    trainer = Trainer(config, [data_dir], tmp_path / "run")
+    batch = next(iter(trainer._loader()))
+    before = {k: v.clone() for k, v in trainer.discriminator.state_dict().items()}
+    losses = trainer.train_step(batch)
+    assert set(losses) == {"loss_d", "loss_adv", "loss_mse"}
+    assert all(p.grad is None for p in trainer.discriminator.parameters())
+    assert any(p.grad is not None for p in trainer.completion.parameters())
+    assert any(
+        not torch.equal(before[k], v) for k, v in trainer.discriminator.state_dict().items()
+    )  # the discriminator step itself did train it
+    # The adversarial loss alone: its backward reaches the completion network only.
+    images, masks, hole_box, _ = trainer._to_device(batch)
+    trainer.completion.zero_grad(set_to_none=True)
+    output = trainer.completion(prepare_input(images, masks, trainer.mean_tensor))
+    completed = images * (1 - masks) + output * masks
+    trainer._adversarial_loss(completed, hole_box).backward()
+    assert all(p.grad is None for p in trainer.discriminator.parameters())
+    assert all(p.requires_grad for p in trainer.discriminator.parameters())
+    assert any(p.grad is not None for p in trainer.completion.parameters())
+
+
+def test_resume_gives_identical_weights(tmp_path: Path, data_dir: Path) -> None:
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert main(["--data", str(data_dir), "--out", str(straight), *TINY]) == 0
+    # Stop inside the discriminator phase; resume with a worker process (samples must not
+    # depend on the number of workers).
+    assert main(["--data", str(data_dir), "--out", str(split), *TINY, "--stop-at", "4"]) == 0
+    assert load_latest_checkpoint(split)["step"] == 4
+    assert main(["--out", str(split), "--resume", "--workers", "1"]) == 0
+    a, b = load_latest_checkpoint(straight), load_latest_checkpoint(split)
+    assert a["step"] == b["step"] == 8
+    _states_equal(a["completion"], b["completion"])
+    _states_equal(a["discriminator"], b["discriminator"])
+    for key in ("optimizer_completion", "optimizer_discriminator"):
+        for index, slot in a[key]["state"].items():
+            for name, value in slot.items():
+                assert torch.equal(
+                    torch.as_tensor(value), torch.as_tensor(b[key]["state"][index][name])
+                )
+
+
+def test_existing_run_without_resume_is_refused(tmp_path: Path, data_dir: Path, capsys) -> None:
+    run = tmp_path / "run"
+    assert main(["--data", str(data_dir), "--out", str(run), *TINY, "--stop-at", "2"]) == 0
+    assert main(["--data", str(data_dir), "--out", str(run), *TINY]) == 2
+    assert "pass --resume" in capsys.readouterr().err
+    assert main(["--out", str(tmp_path / "fresh"), "--resume"]) == 2
+
+
+def test_empty_folder_is_a_clear_error_before_training(tmp_path: Path, capsys) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no images here")
+    assert main(["--data", str(empty), "--out", str(tmp_path / "run"), *TINY]) == 2
+    err = capsys.readouterr().err
+    assert "no usable image" in err and "Traceback" not in err
+    assert not (tmp_path / "run" / "checkpoints").exists()
+    assert main(["--data", str(tmp_path / "missing"), "--out", str(tmp_path / "r2"), *TINY]) == 2
+
+
+def test_corrupt_and_truncated_images_are_skipped(tmp_path: Path, data_dir: Path) -> None:
+    (data_dir / "garbage.jpg").write_bytes(b"this is not a jpeg")
+    good = (data_dir / "img0.png").read_bytes()
+    (data_dir / "sub").mkdir()
+    (data_dir / "sub" / "truncated.png").write_bytes(good[: len(good) // 2])
+    Image.fromarray(np.full((50, 60), 128, np.uint8)).save(data_dir / "sub" / "gray.png")
+    Image.new("P", (50, 60), 3).save(data_dir / "sub" / "palette.gif")  # not a training suffix
+    Image.new("P", (50, 60), 3).save(data_dir / "sub" / "palette.bmp")
+    run = tmp_path / "run"
+    assert main(["--data", str(data_dir), "--out", str(run), *TINY]) == 0
+    log = (run / "train.log").read_text()
+    assert "skipping unreadable image" in log and "garbage.jpg" in log
+    assert "skipped as unreadable" in log
+
+
+def test_fine_tune_from_model_and_export(tmp_path: Path, data_dir: Path, monkeypatch) -> None:
+    monkeypatch.setenv("GLCIC_HOME", str(tmp_path / "home"))
+    first = tmp_path / "first"
+    assert main(["--data", str(data_dir), "--out", str(first), *TINY, "--export", "base"]) == 0
+    exported = tmp_path / "home" / "models" / "base.safetensors"
+    base = load_model(exported)
+    assert base.metadata.provenance.steps == {"completion": 3, "discriminator": 2, "joint": 3}
+    assert base.metadata.train_image_size == 32 and base.metadata.hole_size_range == (8, 12)
+    assert "terms" in base.metadata.provenance.licence
+    state = load_latest_checkpoint(first)
+    _states_equal(base.network.state_dict(), state["completion"])
+
+    tuned = tmp_path / "tuned"
+    args = ["--data", str(data_dir), "--out", str(tuned), *TINY, "--init", str(exported)]
+    assert main(args) == 0
+    tuned_state = load_checkpoint(list_checkpoints(tuned)[-1][1])
+    assert tuned_state["mean"] == list(base.metadata.mean)
+    assert main(["export", str(tuned), "--name", "tuned", "--float16"]) == 0
+    assert load_model(tmp_path / "home" / "models" / "tuned.safetensors").metadata.width == 0.0625
+    assert main(["export", str(tuned), "--name", "../evil"]) == 2
+    mismatch = [*args[:3], str(tmp_path / "t2"), *args[4:], "--width", "0.125"]
+    assert main(mismatch) == 2
+
+
+def test_real_photos_all_phases(tmp_path: Path) -> None:
+    photos = shared_data("train/bsds500")
+    subset = tmp_path / "photos"
+    subset.mkdir()
+    for path in sorted(photos.glob("*.jpg"))[:4]:
+        (subset / path.name).symlink_to(path)
+    run = tmp_path / "run"
+    sizes = ["--image-size", "64", "--rescale-min", "64", "--rescale-max", "80"]
+    holes = ["--local-size", "32", "--hole-min", "16", "--hole-max", "24"]
+    mixed = ["--freeform-fraction", "0.5"]
+    assert main(["--data", str(subset), "--out", str(run), *TINY, *sizes, *holes, *mixed]) == 0
+    assert load_latest_checkpoint(run)["step"] == 8
+
+
+_KILL_DURING_WRITE = textwrap.dedent(
+    """
+    import os, signal, sys, torch
+    from pathlib import Path
+    from glcic.training.checkpoint import save_checkpoint
+    run = Path(sys.argv[1])
+    save_checkpoint(run, 2, {"weights": torch.ones(1000)}, keep=3)
+    real_save = torch.save
+    def dying_save(obj, path):
+        with open(path, "wb") as handle:
+            handle.write(b"PK\\x03\\x04 half a checkpoint")
+            handle.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+    torch.save = dying_save
+    save_checkpoint(run, 4, {"weights": torch.zeros(1000)}, keep=3)
+    """
+)
+
+
+def test_sigkill_while_writing_checkpoint_keeps_previous(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    result = subprocess.run([sys.executable, "-c", _KILL_DURING_WRITE, str(run)], timeout=60)
+    assert result.returncode == -signal.SIGKILL
+    assert [step for step, _ in list_checkpoints(run)] == [2]
+    state = load_latest_checkpoint(run)
+    assert state["step"] == 2 and torch.equal(state["weights"], torch.ones(1000))
+
+
+def test_sigterm_saves_a_checkpoint_and_resumes(tmp_path: Path, data_dir: Path) -> None:
+    run = tmp_path / "run"
+    args = ["--data", str(data_dir), "--out", str(run), *TINY, "--total-steps", "100000",
+            "--checkpoint-every", "100000", "--sample-every", "100000"]  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-m", "glcic.training.train", *args],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    for line in process.stderr:  # wait until it is really training
+        if "step 20/" in line:
+            break
+    process.send_signal(signal.SIGTERM)
+    _, rest = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM, rest
+    ((step, _),) = list_checkpoints(run)
+    assert step >= 20
+    assert main(["--out", str(run), "--resume", "--stop-at", str(step + 2)]) == 0
+    assert load_latest_checkpoint(run)["step"] == step + 2
+
+
+@pytest.mark.slow
+def test_two_process_ddp_with_torchrun(tmp_path: Path, data_dir: Path) -> None:
+    run = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         "-m", "glcic.training.train",
+         "--data", str(data_dir), "--out", str(run), *TINY],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = (run / "train.log").read_text()
+    assert "2 processes" in log
+    assert log.count("parameters identical across 2 ranks") >= 3
+    assert load_latest_checkpoint(run)["world_size"] == 2

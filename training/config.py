@@ -1,0 +1,249 @@
+"""Training configuration: one dataclass whose defaults are the paper's, plus named presets.
+
+A preset is only a set of field overrides with a description: it chooses values, never code
+paths. Precedence, lowest first: defaults, `--preset`, `--config FILE.toml`, command-line flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+from glcic.errors import GlcicError
+
+
+class ConfigError(GlcicError):
+    """A config file, preset or flag value that cannot be used."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every knob of a training run. Defaults reproduce Iizuka et al. (2017)."""
+
+    # Network
+    width: float = 1.0  # hidden channel multiplier of all three networks
+    # Data (paper: shorter side rescaled to a random value in [256, 384], random 256x256 crop)
+    image_size: int = 256
+    rescale_min: int = 256
+    rescale_max: int = 384
+    flip: bool = True
+    # Holes (paper: rectangles with sides in [96, 128] inside a 128x128 local patch)
+    local_size: int = 128
+    hole_min: int = 96
+    hole_max: int = 128
+    freeform_fraction: float = 0.0  # share of samples with brush-stroke holes instead
+    # Schedule (paper: T_C = 90,000, T_D = 10,000, T = 500,000)
+    completion_steps: int = 90_000
+    discriminator_steps: int = 10_000
+    total_steps: int = 500_000
+    batch_size: int = 96
+    alpha: float = 0.0004  # weight of the GAN loss in the joint loss
+    lr: float = 1.0  # ADADELTA's learning rate (its default)
+    # Running
+    seed: int = 0
+    workers: int = 2
+    compile: bool = False
+    log_every: int = 50
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 3
+    sample_every: int = 1000
+    mean_images: int = 500  # images sampled to compute the mean colour
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not 0 < self.width <= 4:
+            problems.append("width must be in (0, 4]")
+        if self.image_size % 4 or self.image_size < 16:
+            problems.append("image_size must be a multiple of 4, at least 16")
+        if not 0 < self.local_size <= self.image_size:
+            problems.append("local_size must be in (0, image_size]")
+        if not 0 < self.hole_min <= self.hole_max <= self.local_size:
+            problems.append("need 0 < hole_min <= hole_max <= local_size")
+        if not self.image_size <= self.rescale_min <= self.rescale_max:
+            problems.append("need image_size <= rescale_min <= rescale_max")
+        if not 0.0 <= self.freeform_fraction <= 1.0:
+            problems.append("freeform_fraction must be in [0, 1]")
+        if min(self.completion_steps, self.discriminator_steps) < 0:
+            problems.append("phase lengths must not be negative")
+        if self.total_steps < self.completion_steps + self.discriminator_steps:
+            problems.append("total_steps must cover completion_steps + discriminator_steps")
+        if self.batch_size < 1:
+            problems.append("batch_size must be at least 1")
+        if min(self.log_every, self.checkpoint_every, self.sample_every, self.keep_checkpoints) < 1:
+            problems.append(
+                "log_every, checkpoint_every, sample_every, keep_checkpoints must be >= 1"
+            )
+        if self.workers < 0:
+            problems.append("workers must not be negative")
+        if problems:
+            raise ConfigError("invalid training config: " + "; ".join(problems))
+
+    def phase_at(self, step: int) -> str:
+        """The paper's phase of a (0-based) step."""
+        if step < self.completion_steps:
+            return "completion"
+        if step < self.completion_steps + self.discriminator_steps:
+            return "discriminator"
+        return "joint"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Preset:
+    description: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+PRESETS: dict[str, Preset] = {
+    "paper": Preset("Iizuka et al. (2017) exactly: width 1, 256x256 crops, batch 96, 500k steps."),
+    "cpu-small": Preset(
+        "For 2-core CPU machines: half width (a quarter of the compute), 128x128 crops from "
+        "images rescaled to [128, 192], holes 48-64 px in a 64x64 local patch, batch 8, "
+        "phases scaled to 20k/2k/40k steps.",
+        {
+            "width": 0.5,
+            "image_size": 128,
+            "rescale_min": 128,
+            "rescale_max": 192,
+            "local_size": 64,
+            "hole_min": 48,
+            "hole_max": 64,
+            "batch_size": 8,
+            "completion_steps": 20_000,
+            "discriminator_steps": 2_000,
+            "total_steps": 40_000,
+            "checkpoint_every": 250,
+            "sample_every": 500,
+            "log_every": 20,
+        },
+    ),
+    "finetune": Preset(
+        "Adapting an existing model (--init) to a studio's own photos: a short joint phase "
+        "at the paper's sizes with a small batch.",
+        {
+            "completion_steps": 2_000,
+            "discriminator_steps": 500,
+            "total_steps": 5_000,
+            "batch_size": 16,
+            "checkpoint_every": 250,
+            "sample_every": 250,
+        },
+    ),
+    "tiny-test": Preset(
+        "For tests: a tiny network on 32x32 crops, every phase a few steps.",
+        {
+            "width": 0.0625,
+            "image_size": 32,
+            "rescale_min": 32,
+            "rescale_max": 48,
+            "local_size": 16,
+            "hole_min": 8,
+            "hole_max": 12,
+            "batch_size": 2,
+            "completion_steps": 3,
+            "discriminator_steps": 2,
+            "total_steps": 8,
+            "workers": 0,
+            "log_every": 1,
+            "checkpoint_every": 2,
+            "sample_every": 4,
+            "mean_images": 8,
+        },
+    ),
+}
+
+
+def _field_types() -> dict[str, type]:
+    return {f.name: type(getattr(TrainConfig(), f.name)) for f in fields(TrainConfig)}
+
+
+def _coerce(name: str, value: Any, source: str) -> Any:
+    kind = _field_types().get(name)
+    if kind is None:
+        raise ConfigError(f"{source}: unknown setting {name!r}")
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in (
+            "1",
+            "true",
+            "yes",
+            "on",
+            "0",
+            "false",
+            "no",
+            "off",
+        ):
+            return value.lower() in ("1", "true", "yes", "on")
+        raise ConfigError(f"{source}: {name} must be true or false, got {value!r}")
+    try:
+        if kind is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{source}: {name} must be a {kind.__name__}, got {value!r}") from None
+
+
+def load_toml(path: Path) -> dict[str, Any]:
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: not valid TOML ({error})") from None
+    section = document.get("train", document)
+    if not isinstance(section, dict):
+        raise ConfigError(f"{path}: [train] must be a table")
+    return {key: _coerce(key, value, str(path)) for key, value in section.items()}
+
+
+def build_config(
+    preset: str | None = None,
+    config_file: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    base: dict[str, Any] | None = None,
+) -> TrainConfig:
+    """Defaults < `base` (a resumed run's config) < preset < config file < explicit overrides."""
+    values: dict[str, Any] = dict(base or {})
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ConfigError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+        values.update(PRESETS[preset].overrides)
+    if config_file is not None:
+        values.update(load_toml(config_file))
+    for key, value in (overrides or {}).items():
+        values[key] = _coerce(key, value, "command line")
+    return TrainConfig(**values)
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One `--field-name VALUE` flag per config field (defaults None = not given)."""
+    group = parser.add_argument_group("config fields (override preset and config file)")
+    for f in fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        kind = _field_types()[f.name]
+        default = getattr(TrainConfig(), f.name)
+        metavar = "BOOL" if kind is bool else kind.__name__.upper()
+        group.add_argument(
+            flag, dest=f"cfg_{f.name}", default=None, metavar=metavar,
+            help=f"default {default}",
+        )  # fmt: skip
+
+
+def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        f.name: getattr(args, f"cfg_{f.name}")
+        for f in fields(TrainConfig)
+        if getattr(args, f"cfg_{f.name}", None) is not None
+    }

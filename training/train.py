@@ -1,0 +1,139 @@
+"""`glcic-train`: train a completion model on folders of images, resume it, export it.
+
+glcic-train --data DIR [DIR ...] --out RUN_DIR [--config FILE.toml] [--preset NAME]
+            [--init MODEL] [--resume] [--export NAME] [--FIELD VALUE ...]
+glcic-train export RUN_DIR --name NAME [--float16]
+torchrun --nproc-per-node N -m glcic.training.train ...   (several GPUs or machines)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from glcic.errors import GlcicError
+from glcic.model_file import load_model
+from glcic.training.checkpoint import CheckpointError, list_checkpoints, load_latest_checkpoint
+from glcic.training.config import PRESETS, add_config_flags, build_config, flag_overrides
+from glcic.training.export import export_run
+from glcic.training.reporting import setup_logging
+from glcic.training.trainer import Trainer, distributed_from_env
+
+log = logging.getLogger("glcic.training")
+
+
+def _train_parser() -> argparse.ArgumentParser:
+    presets = "; ".join(f"{name}: {preset.description}" for name, preset in PRESETS.items())
+    parser = argparse.ArgumentParser(
+        prog="glcic-train",
+        description="Train the completion network and its discriminators in the paper's three "
+        "phases. 'glcic-train export RUN_DIR --name NAME' installs a run's model for the daemon.",
+    )
+    parser.add_argument("--data", type=Path, nargs="+", help="image folders (searched recursively)")
+    parser.add_argument("--out", type=Path, required=True, help="run directory")
+    parser.add_argument(
+        "--config", type=Path, help="TOML file with config fields (a [train] table)"
+    )
+    parser.add_argument("--preset", choices=sorted(PRESETS), help=f"named config. {presets}")
+    parser.add_argument("--init", type=Path, help="model file to fine-tune from")
+    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    parser.add_argument("--export", metavar="NAME", help="export the model under NAME at the end")
+    parser.add_argument(
+        "--stop-at", type=int, metavar="STEP",
+        help="stop with a checkpoint after STEP (continue later with --resume)",
+    )  # fmt: skip
+    parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    add_config_flags(parser)
+    return parser
+
+
+def _export_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="glcic-train export",
+        description="Write a run's completion network into the daemon's model directory.",
+    )
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--float16", action="store_true", help="store weights as float16")
+    return parser
+
+
+def _export(argv: Sequence[str]) -> int:
+    args = _export_parser().parse_args(argv)
+    path = export_run(args.run_dir, args.name, "float16" if args.float16 else "float32")
+    print(f"exported {args.run_dir} as {path}")
+    return 0
+
+
+def _train(argv: Sequence[str]) -> int:
+    args = _train_parser().parse_args(argv)
+    distributed = distributed_from_env()
+    setup_logging(args.out, enabled=distributed.is_main)
+    if distributed.world > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if torch.cuda.is_available():
+            torch.cuda.set_device(distributed.local_rank)
+        dist.init_process_group(backend)
+    try:
+        state = None
+        base = None
+        if args.resume:
+            if not list_checkpoints(args.out):
+                raise CheckpointError(f"{args.out}: no checkpoint to resume from")
+            state = load_latest_checkpoint(args.out)
+            base = state["config"]
+        elif list_checkpoints(args.out):
+            raise GlcicError(
+                f"{args.out} already holds checkpoints: pass --resume to continue that run, "
+                "or choose another --out"
+            )
+        config = build_config(args.preset, args.config, flag_overrides(args), base=base)
+        data = args.data or ([Path(p) for p in state["data_dirs"]] if state else None)
+        if not data:
+            raise GlcicError("--data: give at least one image folder")
+        init_model = None
+        if args.init is not None and state is None:
+            init_model = load_model(args.init)
+            if init_model.metadata.width != config.width:
+                raise GlcicError(
+                    f"--init model has width {init_model.metadata.width:g} but the config "
+                    f"asks for {config.width:g}; pass --width {init_model.metadata.width:g}"
+                )
+        if distributed.is_main:
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+        trainer = Trainer(config, data, args.out, init_model, state, device=args.device)
+        status = trainer.train(stop_at=args.stop_at)
+        finished = trainer.step >= config.total_steps
+        if status == 0 and finished and args.export and distributed.is_main:
+            path = export_run(args.out, args.export)
+            log.info("exported as %s", path)
+        return status
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv[:1] == ["export"]:
+            return _export(argv[1:])
+        return _train(argv)
+    except GlcicError as error:
+        print(f"glcic-train: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("glcic-train: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

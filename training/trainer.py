@@ -1,0 +1,417 @@
+"""The paper's three-phase training of the completion network and the context discriminator.
+
+Phase 1 (completion): the completion network alone, on the MSE over hole pixels.
+Phase 2 (discriminator): the discriminator alone: real crops with a random local patch against
+completed crops (network output composited with the known pixels) with the patch on the hole.
+Phase 3 (joint): both, alternating: a discriminator step, then a completion step on
+MSE + alpha * GAN loss. During the completion step the discriminator's parameters do not require
+gradients and its raw module is called, so no gradient reaches or lingers in them.
+
+Runs on one CPU or GPU, or under `torchrun` with DistributedDataParallel (NCCL on GPUs, gloo on
+CPU); only rank 0 writes. CUDA runs use bf16 autocast and channels_last; CPU stays in float32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+from glcic.atomic import atomic_write_bytes
+from glcic.model_file import CompletionModel
+from glcic.networks import CompletionNetwork, ContextDiscriminator, prepare_input
+from glcic.training.checkpoint import (
+    restore_rng_state,
+    rng_state,
+    save_checkpoint,
+)
+from glcic.training.config import TrainConfig
+from glcic.training.data import (
+    DataError,
+    EpochStream,
+    HoleDataset,
+    find_images,
+    mean_colour,
+    usable_images,
+)
+from glcic.training.reporting import MetricsWriter, Progress, sample_grid
+
+log = logging.getLogger("glcic.training")
+
+PHASES = ("completion", "discriminator", "joint")
+SAMPLE_COUNT = 4
+
+
+@dataclass(frozen=True)
+class Distributed:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def distributed_from_env() -> Distributed:
+    """torchrun sets RANK, WORLD_SIZE and LOCAL_RANK; without them this is a single process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Distributed()
+    return Distributed(
+        int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", os.environ["RANK"]))
+    )
+
+
+def hole_mse(output: torch.Tensor, target: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
+    """Squared error averaged over hole pixels (and channels) only, as the paper's weighted MSE.
+
+    Averaging over all pixels instead would shrink the loss by the hole's share of the image.
+    """
+    squared = (output - target).pow(2) * hole
+    return squared.sum() / (hole.sum() * output.shape[1]).clamp_min(1.0)
+
+
+def crop_patches(images: torch.Tensor, corners: torch.Tensor, size: int) -> torch.Tensor:
+    """The size x size patch at each image's (x, y) corner."""
+    return torch.stack(
+        [
+            image[:, y : y + size, x : x + size]
+            for image, (x, y) in zip(images, corners.tolist(), strict=True)
+        ]
+    )
+
+
+class Trainer:
+    """Owns the networks, optimizers, data stream and run directory of one training run."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        data_dirs: list[Path],
+        run_dir: Path,
+        init_model: CompletionModel | None = None,
+        resume_state: dict[str, Any] | None = None,
+        device: str | None = None,
+    ) -> None:
+        self.config = config
+        self.run_dir = run_dir
+        self.data_dirs = data_dirs
+        self.dist = distributed_from_env()
+        self.device = torch.device(device or self._default_device())
+        self.use_cuda = self.device.type == "cuda"
+        self.stop_signal: int | None = None
+        torch.manual_seed(config.seed)  # same initial weights on every rank
+
+        paths = find_images(data_dirs)
+        usable, skipped = usable_images(paths)
+        if not usable:
+            raise DataError(
+                f"no usable image in {', '.join(map(str, data_dirs))} "
+                f"({len(paths)} image files found, {len(skipped)} unreadable)"
+            )
+        self.image_paths = usable
+        log.info("data: %d images, %d skipped as unreadable", len(usable), len(skipped))
+
+        self.completion = CompletionNetwork(config.width).to(self.device)
+        self.discriminator = ContextDiscriminator(
+            config.image_size, config.local_size, config.width
+        ).to(self.device)
+        if self.use_cuda:
+            self.completion.to(memory_format=torch.channels_last)
+            self.discriminator.to(memory_format=torch.channels_last)
+        self.optimizer_c = torch.optim.Adadelta(self.completion.parameters(), lr=config.lr)
+        self.optimizer_d = torch.optim.Adadelta(self.discriminator.parameters(), lr=config.lr)
+        self.step = 0
+        self.init_source = ""
+        self.init_licence = ""
+        if resume_state is not None:
+            self._restore(resume_state)
+        else:
+            if init_model is not None:
+                self.completion.load_state_dict(init_model.network.state_dict())
+                self.mean = tuple(init_model.metadata.mean)
+                self.init_source = init_model.metadata.provenance.source or "init model"
+                self.init_licence = init_model.metadata.provenance.licence
+                log.info("fine-tuning from %s; mean colour inherited", self.init_source)
+            else:
+                self.mean = mean_colour(usable, config.mean_images, config.seed)
+                log.info("mean colour of the data: %s", ", ".join(f"{v:.4f}" for v in self.mean))
+        self.mean_tensor = torch.tensor(self.mean, dtype=torch.float32, device=self.device)
+
+        self.completion_ddp: nn.Module = self.completion
+        self.discriminator_ddp: nn.Module = self.discriminator
+        if self.dist.world > 1:
+            ids = [self.device.index] if self.use_cuda else None
+            self.completion_ddp = DistributedDataParallel(self.completion, device_ids=ids)
+            self.discriminator_ddp = DistributedDataParallel(self.discriminator, device_ids=ids)
+        if config.compile:
+            self.completion_ddp = torch.compile(self.completion_ddp)
+            self.discriminator_ddp = torch.compile(self.discriminator_ddp)
+        self.dataset = HoleDataset(usable, config)
+
+    def _default_device(self) -> str:
+        if torch.cuda.is_available():
+            return f"cuda:{self.dist.local_rank}"
+        return "cpu"
+
+    # -- state -----------------------------------------------------------------------------
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.completion.load_state_dict(state["completion"])
+        self.discriminator.load_state_dict(state["discriminator"])
+        self.optimizer_c.load_state_dict(state["optimizer_completion"])
+        self.optimizer_d.load_state_dict(state["optimizer_discriminator"])
+        self.step = int(state["step"])
+        self.mean = tuple(state["mean"])
+        self.init_source = state.get("init_source", "")
+        self.init_licence = state.get("init_licence", "")
+        restore_rng_state(state["rng"])
+        log.info("resumed at step %d (%s phase)", self.step, self.config.phase_at(self.step))
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "config": self.config.to_dict(),
+            "phase": self.config.phase_at(self.step),
+            "mean": list(self.mean),
+            "data_dirs": [str(p) for p in self.data_dirs],
+            "init_source": self.init_source,
+            "init_licence": self.init_licence,
+            "completion": self.completion.state_dict(),
+            "discriminator": self.discriminator.state_dict(),
+            "optimizer_completion": self.optimizer_c.state_dict(),
+            "optimizer_discriminator": self.optimizer_d.state_dict(),
+            "rng": rng_state(),
+            "world_size": self.dist.world,
+        }
+
+    def checkpoint(self, verify_ranks: bool = True) -> None:
+        if verify_ranks and self.dist.world > 1:
+            self._check_ranks_agree()
+        if self.dist.is_main:
+            path = save_checkpoint(
+                self.run_dir, self.step, self.state(), self.config.keep_checkpoints
+            )
+            log.info("checkpoint %s", path.name)
+
+    def _check_ranks_agree(self) -> None:
+        """All ranks must hold the same weights; a checkpoint from a diverged rank is worthless.
+
+        BatchNorm running statistics are each rank's own (DDP re-broadcasts rank 0's at the next
+        forward), so rank 0's are broadcast first, as DDP would, and then everything is compared.
+        """
+        for network in (self.completion, self.discriminator):
+            for buffer in network.buffers():
+                dist.broadcast(buffer.data, src=0)
+        digest = hashlib.sha256()
+        for tensor in [
+            *self.completion.state_dict().values(),
+            *self.discriminator.state_dict().values(),
+        ]:
+            digest.update(tensor.detach().float().cpu().numpy().tobytes())
+        mine = torch.tensor(
+            list(digest.digest()[:8]), dtype=torch.int64, device=self._comm_device()
+        )
+        gathered = [torch.zeros_like(mine) for _ in range(self.dist.world)]
+        dist.all_gather(gathered, mine)
+        if any(not torch.equal(g, gathered[0]) for g in gathered):
+            raise RuntimeError("ranks hold different weights; refusing to checkpoint")
+        if self.dist.is_main:
+            log.info("parameters identical across %d ranks", self.dist.world)
+
+    def _comm_device(self) -> torch.device:
+        return self.device if self.use_cuda else torch.device("cpu")
+
+    # -- steps -----------------------------------------------------------------------------
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.use_cuda:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _to_device(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        images = batch["image"].to(self.device, non_blocking=True).float().div_(255.0)
+        masks = batch["mask"].to(self.device, non_blocking=True).float()
+        if self.use_cuda:
+            images = images.contiguous(memory_format=torch.channels_last)
+            masks = masks.contiguous(memory_format=torch.channels_last)
+        return images, masks, batch["hole_box"], batch["real_box"]
+
+    def _discriminator_step(self, images, completed, hole_box, real_box) -> torch.Tensor:
+        """One update of the discriminator on real crops and detached completed crops."""
+        size = self.config.local_size
+        completed = completed.detach()
+        both = torch.cat([images, completed])
+        patches = torch.cat(
+            [crop_patches(images, real_box, size), crop_patches(completed, hole_box, size)]
+        )
+        labels = torch.cat([torch.ones(len(images)), torch.zeros(len(images))]).to(self.device)
+        with self._autocast():
+            logits = self.discriminator_ddp(both, patches).float()
+        loss = F.binary_cross_entropy_with_logits(logits, labels)
+        self.optimizer_d.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer_d.step()
+        self.optimizer_d.zero_grad(set_to_none=True)  # nothing lingers into the next step
+        return loss.detach()
+
+    def _adversarial_loss(self, completed: torch.Tensor, hole_box: torch.Tensor) -> torch.Tensor:
+        """How real the discriminator finds the completed crops; gradients reach only the input."""
+        patches = crop_patches(completed, hole_box, self.config.local_size)
+        self.discriminator.requires_grad_(False)
+        try:
+            with self._autocast():
+                logits = self.discriminator(completed, patches).float()
+        finally:
+            self.discriminator.requires_grad_(True)
+        return F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+
+    def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """One step of the phase the current step belongs to; returns detached losses."""
+        images, masks, hole_box, real_box = self._to_device(batch)
+        phase = self.config.phase_at(self.step)
+        network_input = prepare_input(images, masks, self.mean_tensor)
+        losses: dict[str, torch.Tensor] = {}
+        if phase == "discriminator":
+            with torch.no_grad(), self._autocast():
+                output = self.completion_ddp(network_input).float()
+            completed = images * (1 - masks) + output * masks
+            losses["loss_d"] = self._discriminator_step(images, completed, hole_box, real_box)
+            return losses
+        with self._autocast():
+            output = self.completion_ddp(network_input).float()
+        completed = images * (1 - masks) + output * masks
+        mse = hole_mse(output, images, masks)
+        loss = mse
+        if phase == "joint":
+            losses["loss_d"] = self._discriminator_step(images, completed, hole_box, real_box)
+            adversarial = self._adversarial_loss(completed, hole_box)
+            loss = mse + self.config.alpha * adversarial
+            losses["loss_adv"] = adversarial.detach()
+        self.optimizer_c.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer_c.step()
+        losses["loss_mse"] = mse.detach()
+        return losses
+
+    # -- loop ------------------------------------------------------------------------------
+
+    def _loader(self) -> DataLoader:
+        stream = EpochStream(
+            len(self.dataset), self.config.seed, self.dist.rank, self.dist.world,
+            start=self.step * self.config.batch_size,
+        )  # fmt: skip
+        return DataLoader(
+            self.dataset,
+            batch_size=self.config.batch_size,
+            sampler=stream,
+            num_workers=self.config.workers,
+            pin_memory=self.use_cuda,
+            persistent_workers=self.config.workers > 0,
+            prefetch_factor=4 if self.config.workers > 0 else None,
+        )
+
+    def _install_signal_handlers(self) -> None:
+        def request_stop(signum: int, _frame: Any) -> None:
+            self.stop_signal = signum
+
+        signal.signal(signal.SIGINT, request_stop)
+        signal.signal(signal.SIGTERM, request_stop)
+
+    def write_samples(self) -> None:
+        if not self.dist.is_main:
+            return
+        batch = [self.dataset[(0, index % len(self.dataset))] for index in range(SAMPLE_COUNT)]
+        images = torch.stack([b["image"] for b in batch]).float().div(255).to(self.device)
+        masks = torch.stack([b["mask"] for b in batch]).float().to(self.device)
+        was_training = self.completion.training
+        self.completion.eval()
+        with torch.no_grad():
+            output = self.completion(prepare_input(images, masks, self.mean_tensor)).float()
+        self.completion.train(was_training)
+        path = self.run_dir / "samples" / f"step-{self.step:09d}.png"
+        atomic_write_bytes(path, sample_grid(images.cpu(), masks.cpu(), output.cpu()))
+
+    def train(self, stop_at: int | None = None) -> int:
+        """Run to `total_steps` (or `stop_at`, checkpointing there, to resume later).
+
+        Returns 0, or 128 + signal number if a signal stopped it (after a checkpoint).
+        """
+        config = self.config
+        end = config.total_steps if stop_at is None else min(stop_at, config.total_steps)
+        self.completion.train()
+        self.discriminator.train()
+        self._install_signal_handlers()
+        metrics = MetricsWriter(self.run_dir, self.step) if self.dist.is_main else None
+        progress = Progress(config.total_steps, self.step) if self.dist.is_main else None
+        log.info(
+            "training to step %d on %s (%d process%s), batch %d per process",
+            config.total_steps, self.device, self.dist.world,
+            "es" if self.dist.world > 1 else "", config.batch_size,
+        )  # fmt: skip
+        sums: dict[str, torch.Tensor] = {}
+        counted = 0
+        window_start = time.monotonic()
+        run_start = window_start
+        try:
+            batches = iter(self._loader())
+            while self.step < end and self.stop_signal is None:
+                losses = self.train_step(next(batches))
+                self.step += 1
+                counted += 1
+                for key, value in losses.items():  # summed on device: no host sync per step
+                    sums[key] = sums.get(key, 0) + value
+                if self.step % config.log_every == 0 or self.step == config.total_steps:
+                    now = time.monotonic()
+                    rate = (
+                        counted
+                        * config.batch_size
+                        * self.dist.world
+                        / max(now - window_start, 1e-9)
+                    )
+                    means = {k: float(v) / counted for k, v in sums.items()}
+                    phase = config.phase_at(self.step - 1)
+                    if metrics is not None and progress is not None:
+                        progress.update(self.step, phase, means, rate)
+                        metrics.write({
+                            "step": self.step, "phase": phase, "images_per_s": f"{rate:.2f}",
+                            "elapsed_s": f"{now - run_start:.1f}",
+                            **{k: f"{means.get(k, float('nan')):.6f}" if k in means else ""
+                               for k in ("loss_mse", "loss_d", "loss_adv")},
+                        })  # fmt: skip
+                    sums, counted, window_start = {}, 0, now
+                if self.step % config.sample_every == 0:
+                    self.write_samples()
+                if self.step % config.checkpoint_every == 0 and self.step < end:
+                    self.checkpoint()
+        finally:
+            if progress is not None:
+                progress.close()
+            if metrics is not None:
+                metrics.close()
+        if self.stop_signal is not None:
+            log.warning(
+                "stopped by signal %d at step %d; saving a checkpoint", self.stop_signal, self.step
+            )
+            self.checkpoint(verify_ranks=False)
+            return 128 + self.stop_signal
+        self.checkpoint()
+        if self.step < config.total_steps:
+            log.info("stopped at step %d as asked; continue with --resume", self.step)
+            return 0
+        self.write_samples()
+        log.info("finished at step %d", self.step)
+        return 0
