@@ -14,6 +14,7 @@ from PIL import Image
 
 from glcic.errors import InputError
 from glcic.training import evaluate as ev
+from glcic.training import metrics, pairing
 
 # --- helpers -------------------------------------------------------------------------------------
 
@@ -66,9 +67,9 @@ def test_identical_images_score_perfectly() -> None:
     image = np.random.default_rng(1).integers(0, 256, (20, 24, 3), dtype=np.uint8)
     hole = np.zeros((20, 24), np.uint8)
     hole[5:15, 6:18] = 255
-    assert ev.psnr(image, image, hole) == ev.PSNR_CAP == 100.0
-    assert ev.mean_l1(image, image, hole) == 0.0
-    assert ev.ssim(image, image, hole) == pytest.approx(1.0, abs=1e-12)
+    assert metrics.psnr(image, image, hole) == metrics.PSNR_CAP == 100.0
+    assert metrics.mean_l1(image, image, hole) == 0.0
+    assert metrics.ssim(image, image, hole) == pytest.approx(1.0, abs=1e-12)
 
 
 def test_constant_offset_gives_known_psnr_and_l1() -> None:
@@ -76,8 +77,8 @@ def test_constant_offset_gives_known_psnr_and_l1() -> None:
     result = truth + np.uint8(10)
     hole = np.zeros((16, 16), np.uint8)
     hole[4:12, 4:12] = 255
-    assert ev.psnr(result, truth, hole) == pytest.approx(20 * math.log10(255 / 10))
-    assert ev.mean_l1(result, truth, hole) == pytest.approx(10 / 255)
+    assert metrics.psnr(result, truth, hole) == pytest.approx(20 * math.log10(255 / 10))
+    assert metrics.mean_l1(result, truth, hole) == pytest.approx(10 / 255)
 
 
 def test_metrics_look_only_inside_the_hole() -> None:
@@ -86,14 +87,14 @@ def test_metrics_look_only_inside_the_hole() -> None:
     result[:, :8] = 0  # wrong outside the hole only
     hole = np.zeros((16, 16), np.uint8)
     hole[:, 12:] = 255
-    assert ev.psnr(result, truth, hole) == ev.PSNR_CAP
-    assert ev.mean_l1(result, truth, hole) == 0.0
+    assert metrics.psnr(result, truth, hole) == metrics.PSNR_CAP
+    assert metrics.mean_l1(result, truth, hole) == 0.0
 
 
 def test_metrics_refuse_an_empty_hole() -> None:
     image = np.zeros((8, 8, 3), np.uint8)
     with pytest.raises(ValueError, match="empty"):
-        ev.psnr(image, image, np.zeros((8, 8), np.uint8))
+        metrics.psnr(image, image, np.zeros((8, 8), np.uint8))
 
 
 def reference_ssim_map(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -126,9 +127,9 @@ def test_ssim_matches_an_independent_implementation() -> None:
     hole = np.zeros((23, 31), np.uint8)
     hole[3:17, 9:28] = 255
     expected = reference_ssim_map(result, truth)
-    np.testing.assert_allclose(ev.ssim_map(result, truth), expected, rtol=0, atol=1e-9)
-    assert ev.ssim(result, truth, hole) == pytest.approx(expected[hole > 0].mean(), abs=1e-9)
-    assert 0.0 < ev.ssim(result, truth, hole) < 1.0
+    np.testing.assert_allclose(metrics.ssim_map(result, truth), expected, rtol=0, atol=1e-9)
+    assert metrics.ssim(result, truth, hole) == pytest.approx(expected[hole > 0].mean(), abs=1e-9)
+    assert 0.0 < metrics.ssim(result, truth, hole) < 1.0
 
 
 # --- pairing -------------------------------------------------------------------------------------
@@ -142,15 +143,15 @@ def test_find_masks_groups_by_bin_and_pairs_every_image_with_every_bin(tmp_path:
         Image.fromarray(tiny).save(tmp_path / ignored)
     (tmp_path / "notes.txt").write_text("not a mask")
 
-    masks = ev.find_masks(tmp_path)
+    masks = pairing.find_masks(tmp_path)
     assert {b: [p.name for p in paths] for b, paths in masks.items()} == {
         0: ["00001.png", "00003.png"],
         1: ["02001.png"],
         2: ["04000.png"],
         5: ["10005.png"],
     }
-    pairs = ev.pair_masks(3, masks)
-    assert [(p.image_index, ev.BIN_LABELS[p.bin], p.mask.name) for p in pairs] == [
+    pairs = pairing.pair_masks(3, masks)
+    assert [(p.image_index, pairing.BIN_LABELS[p.bin], p.mask.name) for p in pairs] == [
         (0, "1-10%", "00001.png"),
         (0, "10-20%", "02001.png"),
         (0, "20-30%", "04000.png"),
@@ -170,7 +171,7 @@ def test_find_images_is_recursive_case_insensitive_and_sorted(tmp_path: Path) ->
     for name in ("b/z.PNG", "a.jpg", "b/a.TIF", "c.webp", "notes.txt", "b/c.gif"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b"x")
-    found = [p.relative_to(tmp_path).as_posix() for p in ev.find_images(tmp_path)]
+    found = [p.relative_to(tmp_path).as_posix() for p in pairing.find_images(tmp_path)]
     assert found == ["a.jpg", "b/a.TIF", "b/z.PNG", "c.webp"]
 
 
@@ -179,22 +180,22 @@ def test_load_mask_resizes_nearest_and_thresholds(tmp_path: Path) -> None:
     mask[:, :256] = 200  # above 127: hole
     mask[:256, 256:] = 100  # below: kept
     Image.fromarray(mask).save(tmp_path / "00000.png")
-    loaded = ev.load_mask(tmp_path / "00000.png", 96, 128)
+    loaded = pairing.load_mask(tmp_path / "00000.png", 96, 128)
     assert loaded.shape == (96, 128) and set(np.unique(loaded)) == {0, 255}
     assert (loaded[:, :64] == 255).all() and (loaded[:, 64:] == 0).all()
 
 
 def test_boxes_are_seeded_by_index_and_fit_the_image() -> None:
-    assert ev.box_for(5, 321, 481) == ev.box_for(5, 321, 481)
-    assert ev.box_for(5, 321, 481) != ev.box_for(6, 321, 481)
+    assert pairing.box_for(5, 321, 481) == pairing.box_for(5, 321, 481)
+    assert pairing.box_for(5, 321, 481) != pairing.box_for(6, 321, 481)
     for index in range(20):
-        x, y, w, h = ev.box_for(index, 321, 481)
+        x, y, w, h = pairing.box_for(index, 321, 481)
         assert 64 <= w <= 128 and 64 <= h <= 128
         assert 0 <= x <= 481 - w and 0 <= y <= 321 - h
-    x, y, w, h = ev.box_for(0, 100, 90)  # clipped to half the sides
+    x, y, w, h = pairing.box_for(0, 100, 90)  # clipped to half the sides
     assert w <= 45 and h <= 50 and x + w <= 90 and y + h <= 100
-    assert ev.ratio_bin(5, 100) == 0 and ev.ratio_bin(10, 100) == 1
-    assert ev.ratio_bin(59, 100) == 5 and ev.ratio_bin(90, 100) == 5
+    assert pairing.ratio_bin(5, 100) == 0 and pairing.ratio_bin(10, 100) == 1
+    assert pairing.ratio_bin(59, 100) == 5 and pairing.ratio_bin(90, 100) == 5
 
 
 # --- the command, end to end ---------------------------------------------------------------------
@@ -219,13 +220,13 @@ def test_end_to_end_with_model_and_baselines(dataset, tiny_model_file, tmp_path,
     assert document["skipped_count"] == 0 and document["images_evaluated"] == 3
     for name in ("tiny", "telea", "ns"):
         rows = document["summary"][name]
-        assert list(rows) == [*ev.BIN_LABELS, "all"]
-        assert all(rows[label]["count"] == 3 for label in ev.BIN_LABELS)
+        assert list(rows) == [*pairing.BIN_LABELS, "all"]
+        assert all(rows[label]["count"] == 3 for label in pairing.BIN_LABELS)
         assert rows["all"]["count"] == 18
         assert 0 < rows["all"]["psnr"] < 100 and 0 <= rows["all"]["l1"] <= 1
     assert len(document["pairs"]) == 18
     for pair in document["pairs"]:
-        low = ev.BIN_LABELS.index(pair["bin"]) / 10
+        low = pairing.BIN_LABELS.index(pair["bin"]) / 10
         assert low - 0.02 <= pair["hole_ratio"] <= low + 0.12
         for scores in pair["methods"].values():
             assert scores["changed_outside"] == 0
@@ -351,7 +352,7 @@ def test_api_hides_the_hole_and_keeps_methods_comparable(dataset, tiny_model) ->
         "picky": refuse_big,
     }
     warnings: list[str] = []
-    result = ev.evaluate(ev.find_images(images), masks, methods, warn=warnings.append)
+    result = ev.evaluate(pairing.find_images(images), masks, methods, warn=warnings.append)
 
     assert all(not image.flags.writeable for image in seen)
     # The pixels under the hole were blanked, so copying the input cannot reproduce the truth.
@@ -361,7 +362,7 @@ def test_api_hides_the_hole_and_keeps_methods_comparable(dataset, tiny_model) ->
     assert len(result.pairs) == 15 and len(result.skipped) == 3
     assert all(entry.hole == "10007.png" for entry in result.skipped)
     assert len(warnings) == 3
-    assert set(result.aggregates["tiny"]) == {*ev.BIN_LABELS[:5], "all"}
+    assert set(result.aggregates["tiny"]) == {*pairing.BIN_LABELS[:5], "all"}
     assert result.aggregates["picky"]["all"].count == 15
 
     table = result.to_markdown()
@@ -370,7 +371,7 @@ def test_api_hides_the_hole_and_keeps_methods_comparable(dataset, tiny_model) ->
     assert document["arguments"] == {"note": "api"}
     # One example per bin (img i for bin i where it can), then filled up to six.
     labels = [example.label.splitlines() for example in result.examples]
-    assert [label[0].split(":")[0] for label in labels[:5]] == list(ev.BIN_LABELS[:5])
+    assert [label[0].split(":")[0] for label in labels[:5]] == list(pairing.BIN_LABELS[:5])
     assert [label[1] for label in labels[:3]] == ["img0", "img1", "img2"]
     assert len(result.examples) == 6 and len(result.examples[0].cells) == 5
 
@@ -383,8 +384,8 @@ def test_baseline_method_keeps_pixels_outside_the_hole() -> None:
         filled = ev.baseline_method(name)(image, mask)
         assert filled.shape == image.shape and filled.dtype == np.uint8
         np.testing.assert_array_equal(filled[mask == 0], image[mask == 0])
-        assert ev.psnr(filled, image, mask) > 20
-    with pytest.raises(ev.EvaluationError, match="unknown baseline"):
+        assert metrics.psnr(filled, image, mask) > 20
+    with pytest.raises(pairing.EvaluationError, match="unknown baseline"):
         ev.baseline_method("patchmatch")
 
 
@@ -415,7 +416,7 @@ def test_real_development_set(tiny_model_file, tmp_path, capsys) -> None:
     document = json.loads((out / "results.json").read_text())
     assert document["images_evaluated"] == 2 and len(document["pairs"]) == 12
     for name in ("tiny", "telea"):
-        assert [document["summary"][name][b]["count"] for b in ev.BIN_LABELS] == [2] * 6
+        assert [document["summary"][name][b]["count"] for b in pairing.BIN_LABELS] == [2] * 6
     assert {pair["hole"] for pair in document["pairs"] if pair["bin"] == "1-10%"} == {
         "00000.png",
         "00001.png",

@@ -27,8 +27,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import math
-import re
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -44,31 +42,30 @@ from glcic import __version__
 from glcic.atomic import atomic_write_bytes
 from glcic.blending import composite_soft
 from glcic.errors import GlcicError, InputError
-from glcic.image_io import read_image, read_mask
+from glcic.image_io import read_image
 from glcic.model_file import CompletionModel, load_model
 from glcic.pipeline import complete
+from glcic.training.metrics import mean_l1, psnr, ssim
+from glcic.training.pairing import (
+    BIN_LABELS,
+    BOX_PAIRING,
+    MASK_PAIRING,
+    EvaluationError,
+    MaskAssignment,
+    box_for,
+    find_images,
+    find_masks,
+    load_mask,
+    pair_masks,
+    ratio_bin,
+)
 
 PROG = "glcic-eval"
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
-BIN_LABELS = ("1-10%", "10-20%", "20-30%", "30-40%", "40-50%", "50-60%")
 ALL_LABEL = "all"
-#: NVIDIA's test masks are numbered in blocks of 2000 per hole-ratio bin.
-MASK_NUMBERS_PER_BIN = 2000
-MASK_PAIRING = "nvidia-irregular-by-bin-v1"
-BOX_PAIRING = "seeded-boxes-v1"
-BOX_SIDES = (64, 128)
-BOX_SEED = 2017
 
-#: Stands in for an infinite PSNR (a hole reproduced exactly), so means stay finite.
-PSNR_CAP = 100.0
-SSIM_WINDOW = 11
-SSIM_SIGMA = 1.5
-SSIM_K1 = 0.01
-SSIM_K2 = 0.03
-PEAK = 255.0
 
 BASELINES = {"telea": cv2.INPAINT_TELEA, "ns": cv2.INPAINT_NS}
 BASELINE_RADIUS = 5
@@ -78,179 +75,11 @@ MONTAGE_MAX_CELL_WIDTH = 3 * MONTAGE_CELL_HEIGHT
 MONTAGE_EXAMPLES = 6
 PROGRESS_INTERVAL_S = 3.0
 
-_MASK_NAME = re.compile(r"^(\d{5})\.png$", re.IGNORECASE)
 
 #: (image with the hole blanked, HxWx3 uint8; mask, HxW uint8 0/255) -> filled HxWx3 uint8.
 Method = Callable[[np.ndarray, np.ndarray], np.ndarray]
 ProgressCallback = Callable[[int, int], None]
 WarnCallback = Callable[[str], None]
-
-
-class EvaluationError(GlcicError):
-    """The evaluation cannot run as asked (no images, no masks, no methods, bad options)."""
-
-
-# --- metrics -------------------------------------------------------------------------------------
-
-
-def _hole(mask: np.ndarray, image: np.ndarray) -> np.ndarray:
-    hole = np.asarray(mask) > 0
-    if hole.shape != image.shape[:2]:
-        raise ValueError(f"mask shape {hole.shape} does not match image shape {image.shape}")
-    if not hole.any():
-        raise ValueError("the hole is empty: metrics inside it are undefined")
-    return hole
-
-
-def psnr(result: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> float:
-    """PSNR in dB over the hole's pixels and channels (peak 255), capped at `PSNR_CAP`.
-
-    Only the hole counts: pixels outside it are the original for every method and would only
-    inflate the score by an amount that depends on the hole's size.
-    """
-    hole = _hole(mask, truth)
-    diff = result[hole].astype(np.float64) - truth[hole].astype(np.float64)
-    mse = float(np.mean(diff * diff))
-    if mse == 0.0:
-        return PSNR_CAP
-    return min(PSNR_CAP, 10.0 * math.log10(PEAK * PEAK / mse))
-
-
-def mean_l1(result: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> float:
-    """Mean absolute error over the hole's pixels and channels, in [0, 1] units (/255)."""
-    hole = _hole(mask, truth)
-    diff = result[hole].astype(np.float64) - truth[hole].astype(np.float64)
-    return float(np.mean(np.abs(diff)) / PEAK)
-
-
-def ssim_map(result: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """Wang et al. (2004) SSIM at every pixel (11x11 Gaussian, sigma 1.5), averaged over channels.
-
-    Computed over the whole image so that windows at the hole's edge see the real surroundings,
-    as they do in the standard definition; the caller averages over the pixels it cares about.
-    """
-    x = np.asarray(result, dtype=np.float64)
-    y = np.asarray(truth, dtype=np.float64)
-    if x.shape != y.shape:
-        raise ValueError(f"images differ in shape: {x.shape} and {y.shape}")
-    c1 = (SSIM_K1 * PEAK) ** 2
-    c2 = (SSIM_K2 * PEAK) ** 2
-
-    def blur(z: np.ndarray) -> np.ndarray:
-        return cv2.GaussianBlur(
-            z,
-            (SSIM_WINDOW, SSIM_WINDOW),
-            sigmaX=SSIM_SIGMA,
-            sigmaY=SSIM_SIGMA,
-            borderType=cv2.BORDER_REFLECT_101,
-        )
-
-    mu_x, mu_y = blur(x), blur(y)
-    var_x = blur(x * x) - mu_x * mu_x
-    var_y = blur(y * y) - mu_y * mu_y
-    cov = blur(x * y) - mu_x * mu_y
-    numerator = (2.0 * mu_x * mu_y + c1) * (2.0 * cov + c2)
-    denominator = (mu_x * mu_x + mu_y * mu_y + c1) * (var_x + var_y + c2)
-    values = numerator / denominator
-    return values.mean(axis=2) if values.ndim == 3 else values
-
-
-def ssim(result: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> float:
-    """Mean of `ssim_map` over the hole's pixels."""
-    hole = _hole(mask, truth)
-    return float(ssim_map(result, truth)[hole].mean())
-
-
-# --- pairing -------------------------------------------------------------------------------------
-
-
-def find_images(directory: Path) -> list[Path]:
-    """Image files under `directory` (recursive), sorted by relative path: the pairing's order."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise EvaluationError(f"{directory}: no such folder of images")
-    found = [
-        path
-        for path in directory.rglob("*")
-        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
-    ]
-    found.sort(key=lambda path: path.relative_to(directory).parts)
-    if not found:
-        raise EvaluationError(
-            f"{directory}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})"
-        )
-    return found
-
-
-def find_masks(directory: Path) -> dict[int, list[Path]]:
-    """NNNNN.png mask files in `directory` grouped by bin (number // 2000), sorted by number."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise EvaluationError(f"{directory}: no such folder of masks")
-    numbered: list[tuple[int, str, Path]] = []
-    for path in directory.iterdir():
-        match = _MASK_NAME.match(path.name)
-        if match is None or not path.is_file():
-            continue
-        number = int(match.group(1))
-        if number // MASK_NUMBERS_PER_BIN < len(BIN_LABELS):
-            numbered.append((number, path.name, path))
-    if not numbered:
-        raise EvaluationError(
-            f"{directory}: no mask files named NNNNN.png (00000-11999, NVIDIA irregular masks)"
-        )
-    bins: dict[int, list[Path]] = {}
-    for number, _, path in sorted(numbered):
-        bins.setdefault(number // MASK_NUMBERS_PER_BIN, []).append(path)
-    return dict(sorted(bins.items()))
-
-
-@dataclass(frozen=True)
-class MaskAssignment:
-    """One (image, mask) pair of the mask pairing rule."""
-
-    image_index: int
-    bin: int
-    mask: Path
-
-
-def pair_masks(
-    image_count: int, masks_by_bin: Mapping[int, Sequence[Path]]
-) -> list[MaskAssignment]:
-    """Image i gets the (i mod n_b)-th mask of every bin b, bins in ascending order."""
-    return [
-        MaskAssignment(index, bin_index, masks[index % len(masks)])
-        for index in range(image_count)
-        for bin_index, masks in sorted(masks_by_bin.items())
-        if masks
-    ]
-
-
-def box_for(index: int, height: int, width: int) -> tuple[int, int, int, int]:
-    """(x, y, w, h) of image `index`'s rectangular hole.
-
-    Seeded by the index alone, so every method and every rerun sees the same hole.
-    """
-    rng = np.random.default_rng([BOX_SEED, index])
-    drawn_w, drawn_h = (int(v) for v in rng.integers(BOX_SIDES[0], BOX_SIDES[1] + 1, size=2))
-    box_w = min(drawn_w, width // 2)
-    box_h = min(drawn_h, height // 2)
-    x = int(rng.integers(0, width - box_w + 1))
-    y = int(rng.integers(0, height - box_h + 1))
-    return x, y, box_w, box_h
-
-
-def ratio_bin(hole_pixels: int, total_pixels: int) -> int:
-    """Bin of a hole ratio, in exact integer arithmetic: floor(10 x ratio), clamped to 0..5."""
-    return min(len(BIN_LABELS) - 1, (10 * hole_pixels) // max(1, total_pixels))
-
-
-def load_mask(path: Path, height: int, width: int) -> np.ndarray:
-    """The mask resized (nearest neighbour) to height x width, as 0 / 255."""
-    mask = read_mask(path)
-    if mask.shape != (height, width):
-        mask = cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)
-    return np.where(mask > 127, np.uint8(255), np.uint8(0))
 
 
 # --- methods -------------------------------------------------------------------------------------
