@@ -286,12 +286,22 @@ def test_sigterm_saves_a_checkpoint_and_resumes(tmp_path: Path, data_dir: Path) 
 def test_two_process_ddp_with_torchrun(tmp_path: Path, data_dir: Path) -> None:
     run = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-         "-m", "glcic.training.train",
-         "--data", str(data_dir), "--out", str(run), *TINY],
-        capture_output=True, text=True, timeout=300, env=env,
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+        "-m", "glcic.training.train", "--data", str(data_dir), "--out", str(run), *TINY,
+    ]  # fmt: skip
+    # Own process group, so a hang cannot leave worker processes behind.
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        start_new_session=True,
     )  # fmt: skip
+    try:
+        _, stderr = process.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        raise
+    result = subprocess.CompletedProcess(command, process.returncode, "", stderr)
     assert result.returncode == 0, result.stderr[-3000:]
     log = (run / "train.log").read_text()
     assert "2 processes" in log
