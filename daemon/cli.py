@@ -1,0 +1,291 @@
+"""`glcic-daemon`: start, stop and query the local completion daemon, or complete through it.
+
+glcic-daemon start [--foreground] [--device auto|cpu|cuda[:N]|mps] [--port N] [--model NAME]
+glcic-daemon stop | status | models
+glcic-daemon complete IMAGE MASK OUT [--model NAME]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import logging.handlers
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from glcic.daemon.client import Client, ClientError, DaemonNotRunning
+from glcic.daemon.connection import (
+    AlreadyRunning,
+    DaemonLock,
+    connection_file_path,
+    remove_connection_file,
+)
+from glcic.errors import GlcicError
+from glcic.paths import log_dir
+
+PROG = "glcic-daemon"
+START_TIMEOUT_S = 120.0
+STOP_TIMEOUT_S = 60.0
+LOG_FILE = "daemon.log"
+
+
+def _setup_logging(foreground: bool) -> None:
+    logger = logging.getLogger("glcic.daemon")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
+    folder = log_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    handler = logging.handlers.RotatingFileHandler(
+        folder / LOG_FILE, maxBytes=5_000_000, backupCount=3, encoding="utf-8"
+    )
+    handler.setFormatter(formatter)
+    logger.addHandler(handler)
+    if foreground:
+        stream = logging.StreamHandler(sys.stderr)
+        stream.setFormatter(formatter)
+        logger.addHandler(stream)
+
+
+def _running_client(timeout: float = 5.0) -> Client | None:
+    """A client of the running daemon, or None if none answers."""
+    try:
+        client = Client(timeout=timeout)
+        client.ping()
+        return client
+    except ClientError:
+        return None
+
+
+def _describe(status: dict) -> str:
+    return (
+        f"glcic daemon running (pid {status['pid']}) at {status['address']}, "
+        f"device {status['device']}, default model {status['default_model'] or 'none'}"
+    )
+
+
+def _start(args: argparse.Namespace) -> int:
+    host = args.listen
+    if not ipaddress.ip_address(host).is_loopback:
+        print(
+            f"{PROG}: warning: listening on {host}: other machines can reach the daemon "
+            "(requests still need the secret key)",
+            file=sys.stderr,
+        )
+    running = _running_client()
+    if running is not None:
+        print("already running: " + _describe(running.status()))
+        return 0
+    if DaemonLock.is_held():
+        raise GlcicError(
+            "a glcic daemon process holds the lock but does not answer; "
+            "stop it (glcic-daemon stop) or end that process"
+        )
+    remove_connection_file()  # stale: left by a daemon that was killed
+    if args.foreground:
+        return _serve(args)
+    return _spawn(args)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from glcic.daemon.server import Server, ServerSettings
+
+    _setup_logging(foreground=True)
+    settings = ServerSettings(
+        host=args.listen, port=args.port, device=args.device, default_model=args.model,
+        max_queue=args.max_queue, request_timeout=args.timeout, max_side=args.max_side,
+    )  # fmt: skip
+    try:
+        return Server(settings).run()
+    except AlreadyRunning as error:
+        raise GlcicError(str(error)) from None
+
+
+def _spawn(args: argparse.Namespace) -> int:
+    """Start a detached daemon and return once it answers."""
+    command = [sys.executable, "-m", "glcic.daemon.cli", "start", "--foreground",
+               "--device", args.device, "--port", str(args.port), "--listen", args.listen,
+               "--max-queue", str(args.max_queue), "--timeout", str(args.timeout),
+               "--max-side", str(args.max_side)]  # fmt: skip
+    if args.model:
+        command += ["--model", args.model]
+    options: dict = {"stdin": subprocess.DEVNULL, "stdout": subprocess.DEVNULL,
+                     "stderr": subprocess.PIPE}  # fmt: skip
+    if os.name == "nt":  # pragma: no cover
+        options["creationflags"] = subprocess.DETACHED_PROCESS | subprocess.CREATE_NEW_PROCESS_GROUP
+    else:
+        options["start_new_session"] = True
+    process = subprocess.Popen(command, **options)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            detail = process.stderr.read().decode(errors="replace").strip().splitlines()
+            raise GlcicError(
+                "the daemon did not start: " + (detail[-1] if detail else "see " + str(log_dir()))
+            )
+        client = _running_client(timeout=2.0)
+        if client is not None:
+            process.stderr.close()
+            print("started: " + _describe(client.status()))
+            return 0
+        time.sleep(0.2)
+    process.kill()
+    raise GlcicError(f"the daemon did not answer within {START_TIMEOUT_S:g} s; see {log_dir()}")
+
+
+def _stop(args: argparse.Namespace) -> int:
+    client = _running_client()
+    if client is None:
+        print("the glcic daemon is not running")
+        return 0
+    pid = client.status()["pid"]
+    client.shutdown()
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if not connection_file_path().exists() and not DaemonLock.is_held():
+            print(f"stopped the glcic daemon (pid {pid})")
+            return 0
+        time.sleep(0.1)
+    raise GlcicError(f"the daemon (pid {pid}) did not stop within {STOP_TIMEOUT_S:g} s")
+
+
+def _status(args: argparse.Namespace) -> int:
+    client = _running_client()
+    if client is None:
+        raise DaemonNotRunning(
+            "the glcic daemon is not running (start it with: glcic-daemon start)"
+        )
+    status = client.status()
+    print(_describe(status))
+    print(
+        f"  version {status['version']}, protocol {status['protocol']}, "
+        f"up {status['uptime_s']:.0f} s"
+    )
+    print(f"  loaded models: {', '.join(status['loaded_models']) or 'none'}")
+    for name, error in status["model_errors"].items():
+        print(f"  model {name} failed to load: {error}")
+    print(f"  queue: {status['queue_length']} waiting, running: {status['running'] or 'nothing'}")
+    print(f"  requests served: {status['requests_served']}")
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    client = _running_client()
+    if client is None:
+        raise DaemonNotRunning(
+            "the glcic daemon is not running (start it with: glcic-daemon start)"
+        )
+    models = client.models()
+    if not models:
+        print("no models (put .safetensors files in the model directory)")
+    for model in models:
+        meta = model["metadata"] or {}
+        mark = "* " if model["default"] else "  "
+        origin = "built-in" if model["builtin"] else model["path"]
+        size = model["size_bytes"] / 1e6
+        detail = (
+            f"width {meta.get('width', '?')}, trained at {meta.get('train_image_size', '?')} px, "
+            f"holes {meta.get('hole_size_range', '?')}"
+            if meta
+            else f"NOT LOADED: {model['error']}"
+        )
+        print(f"{mark}{model['name']}  {size:.1f} MB  {detail}  ({origin})")
+        licence = (meta.get("provenance") or {}).get("licence") if meta else None
+        if licence:
+            print(f"    licence: {licence}")
+    return 0
+
+
+def _complete(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from glcic.image_io import check_writable_format, read_image, read_mask, write_image
+
+    check_writable_format(args.out)
+    image = read_image(args.image)
+    mask = read_mask(args.mask)
+    if mask.shape != image.shape[:2]:
+        raise GlcicError(
+            f"image is {image.shape[1]}x{image.shape[0]} but mask is "
+            f"{mask.shape[1]}x{mask.shape[0]}; they must be the same size"
+        )
+    rgba = image if image.shape[2] == 4 else np.dstack([image, np.full(mask.shape, 255, np.uint8)])
+    client = Client(timeout=10.0)
+
+    def progress(stage: str, fraction: float) -> None:
+        if sys.stderr.isatty():
+            print(f"\r{PROG}: {stage} {fraction:.0%}\033[K", end="", file=sys.stderr, flush=True)
+
+    started = time.monotonic()
+    result = client.complete(
+        image.shape[1], image.shape[0], np.ascontiguousarray(rgba).tobytes(),
+        np.ascontiguousarray(mask).tobytes(), model=args.model, blend=args.blend,
+        progress=progress,
+    )  # fmt: skip
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    patch = np.frombuffer(result.rgba, np.uint8).reshape(result.height, result.width, 4)
+    channels = image.shape[2]
+    image[result.y : result.y + result.height, result.x : result.x + result.width] = patch[
+        ..., :channels
+    ]
+    note = write_image(args.out, image)
+    if note:
+        print(f"{PROG}: warning: {note}", file=sys.stderr)
+    print(
+        f"wrote {args.out}: completed by model {result.model} in {time.monotonic() - started:.2f} s"
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="The local glcic completion daemon.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    start = commands.add_parser("start", help="start the daemon (detached unless --foreground)")
+    start.add_argument("--foreground", action="store_true", help="stay attached, log to stderr too")
+    start.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    start.add_argument("--port", type=int, default=0, help="TCP port (default: chosen by the OS)")
+    start.add_argument("--model", help="default model name (default: the configured or built-in)")
+    start.add_argument("--listen", default="127.0.0.1", help="address to listen on (loopback)")
+    start.add_argument("--max-queue", type=int, default=8, help="requests waiting before 'busy'")
+    start.add_argument("--timeout", type=float, default=300.0, help="per-request time limit (s)")
+    start.add_argument("--max-side", type=int, default=16384, help="largest image side accepted")
+    start.set_defaults(handler=_start)
+    for name, handler, text in (
+        ("stop", _stop, "stop the running daemon"),
+        ("status", _status, "show the running daemon's state"),
+        ("models", _models, "list the models the daemon can use"),
+    ):
+        commands.add_parser(name, help=text).set_defaults(handler=handler)
+    completer = commands.add_parser("complete", help="complete an image through the daemon")
+    completer.add_argument("image", type=Path)
+    completer.add_argument("mask", type=Path)
+    completer.add_argument("out", type=Path)
+    completer.add_argument("--model")
+    completer.add_argument("--blend", default="poisson", choices=["poisson", "none"])
+    completer.set_defaults(handler=_complete)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except (GlcicError, ClientError) as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 2
+    except ValueError as error:  # e.g. an unparsable --listen address
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

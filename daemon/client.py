@@ -1,0 +1,357 @@
+"""The glcic daemon's protocol and its thin client.
+
+This one module is all a program needs to talk to `glcic-daemon`: the plugins copy it into Krita's
+and GIMP's own Python, which have no numpy and no torch, so it uses only the standard library,
+pyzmq and msgpack. The daemon imports its framing and signing from here too, so client and
+server cannot drift apart. The protocol is documented in docs/protocol.md.
+
+Messages are ZeroMQ multipart: [signature, header, payload...]. The header is msgpack; payload
+frames carry raw pixels (RGBA8) and masks (8-bit), never encoded. The signature is HMAC-SHA256,
+keyed with the secret from the owner-only connection file, over the header and every payload
+frame (each preceded by its length, so frames cannot be re-cut).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import struct
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import zmq
+
+PROTOCOL_VERSION = 1
+CONNECTION_FILE_NAME = "daemon.json"
+APP_NAME = "glcic"
+
+#: Operations that change nothing, so a lost reply may be retried on a fresh socket.
+IDEMPOTENT = frozenset({"ping", "status", "models"})
+
+# Stable error codes (the `code` of an `error` reply).
+UNAUTHORIZED = "unauthorized"
+VERSION_MISMATCH = "version_mismatch"
+BAD_REQUEST = "bad_request"
+TOO_LARGE = "too_large"
+UNKNOWN_MODEL = "unknown_model"
+NO_MODEL = "no_model"
+BUSY = "busy"
+CANCELLED = "cancelled"
+TIMEOUT = "timeout"
+NOT_FOUND = "not_found"
+SHUTTING_DOWN = "shutting_down"
+BAD_INPUT = "bad_input"
+INTERNAL = "internal"
+
+
+class ClientError(Exception):
+    """Base of everything this client raises; the message is meant for the user."""
+
+
+class DaemonNotRunning(ClientError):
+    pass
+
+
+class DaemonTimeout(ClientError):
+    pass
+
+
+class ProtocolMismatch(ClientError):
+    pass
+
+
+class DaemonError(ClientError):
+    """An `error` reply: a stable `code` and a human message."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# -- framing and signing ---------------------------------------------------------------------
+
+
+def sign(key: bytes, frames: Sequence[bytes]) -> bytes:
+    """HMAC-SHA256 over the frames, each preceded by its 8-byte length."""
+    mac = hmac.new(key, digestmod=hashlib.sha256)
+    for frame in frames:
+        mac.update(struct.pack("<Q", len(frame)))
+        mac.update(frame)
+    return mac.hexdigest().encode("ascii")
+
+
+def pack(key: bytes, header: dict[str, Any], payload: Sequence[bytes] = ()) -> list[bytes]:
+    """[signature, header, payload...] ready for `send_multipart`."""
+    encoded = msgpack.packb(header, use_bin_type=True)
+    frames = [encoded, *payload]
+    return [sign(key, frames), *frames]
+
+
+def _buffer(frame: Any) -> Any:
+    return frame.buffer if isinstance(frame, zmq.Frame) else frame
+
+
+#: A header is a small map of scalars: refuse anything that could make unpacking expensive.
+_HEADER_LIMITS = {
+    "strict_map_key": True,
+    "max_bin_len": 0,
+    "max_str_len": 1 << 16,
+    "max_array_len": 1 << 10,
+    "max_map_len": 1 << 8,
+    "max_ext_len": 0,
+}
+
+
+def unpack(key: bytes, frames: Sequence[Any]) -> tuple[dict[str, Any], list[Any]]:
+    """Check the signature in constant time and decode the header; raises ValueError, or
+    PermissionError for a bad signature. Frames may be bytes or zero-copy zmq.Frame objects;
+    payload frames come back as bytes or memoryviews, uncopied."""
+    if len(frames) < 2:
+        raise ValueError("a message needs a signature and a header")
+    signature = bytes(_buffer(frames[0]))
+    rest = [_buffer(f) for f in frames[1:]]
+    if not hmac.compare_digest(signature, sign(key, rest)):
+        raise PermissionError("missing or wrong signature")
+    header = msgpack.unpackb(rest[0], raw=False, **_HEADER_LIMITS)
+    if not isinstance(header, dict):
+        raise ValueError("the header is not a map")
+    return header, rest[1:]
+
+
+# -- where the daemon is ---------------------------------------------------------------------
+
+
+def default_runtime_dir() -> Path:
+    """Where the daemon puts its connection file; the same rules as platformdirs' user runtime
+    dir (the daemon's side uses platformdirs itself), and GLCIC_HOME/run when that is set."""
+    home = os.environ.get("GLCIC_HOME")
+    if home:
+        return Path(home).expanduser().resolve() / "run"
+    if sys.platform == "win32":
+        base = os.environ.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local")
+        return Path(base) / "Temp" / APP_NAME
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Caches" / "TemporaryItems" / APP_NAME
+    runtime = os.environ.get("XDG_RUNTIME_DIR") or f"/run/user/{os.getuid()}"
+    if not os.path.isdir(runtime):
+        runtime = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"runtime-{os.getuid()}")
+    return Path(runtime) / APP_NAME
+
+
+def default_connection_file() -> Path:
+    explicit = os.environ.get("GLCIC_CONNECTION_FILE")
+    return Path(explicit) if explicit else default_runtime_dir() / CONNECTION_FILE_NAME
+
+
+@dataclass(frozen=True)
+class Connection:
+    host: str
+    port: int
+    key: bytes
+    pid: int
+    protocol: int
+
+    @property
+    def address(self) -> str:
+        return f"tcp://{self.host}:{self.port}"
+
+
+def read_connection_file(path: Path | None = None) -> Connection:
+    path = path or default_connection_file()
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+        return Connection(
+            host=str(document["host"]),
+            port=int(document["port"]),
+            key=bytes.fromhex(document["key"]),
+            pid=int(document["pid"]),
+            protocol=int(document["protocol"]),
+        )
+    except FileNotFoundError:
+        raise DaemonNotRunning(
+            "the glcic daemon is not running (start it with: glcic-daemon start)"
+        ) from None
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise DaemonNotRunning(
+            f"the daemon's connection file {path} is unreadable ({error}); "
+            "restart it with: glcic-daemon start"
+        ) from None
+
+
+# -- the client ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CompletionResult:
+    """The changed rectangle of the image, as RGBA8 rows, and where it goes."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+    rgba: bytes
+    model: str
+    seconds: float
+
+
+ProgressCallback = Callable[[str, float], None]
+
+
+class Client:
+    """A connection to the running daemon. One thread at a time per Client."""
+
+    def __init__(
+        self,
+        connection_file: Path | None = None,
+        timeout: float = 10.0,
+        context: zmq.Context | None = None,
+    ) -> None:
+        self.connection = read_connection_file(connection_file)
+        if self.connection.protocol != PROTOCOL_VERSION:
+            raise ProtocolMismatch(
+                f"the running daemon speaks protocol {self.connection.protocol}, this client "
+                f"{PROTOCOL_VERSION}: update glcic (and reinstall the plugin) so both match"
+            )
+        self.timeout = timeout
+        self.context = context or zmq.Context.instance()
+        self.socket: zmq.Socket | None = None
+        self._open()
+
+    def _open(self) -> None:
+        if self.socket is not None:
+            self.socket.close(linger=0)
+        self.socket = self.context.socket(zmq.DEALER)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.connect(self.connection.address)
+
+    def close(self) -> None:
+        if self.socket is not None:
+            self.socket.close(linger=0)
+            self.socket = None
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- plumbing --
+
+    def _send(self, op: str, fields: dict[str, Any], payload: Sequence[bytes] = ()) -> str:
+        request_id = uuid.uuid4().hex
+        header = {"v": PROTOCOL_VERSION, "id": request_id, "op": op, **fields}
+        assert self.socket is not None
+        self.socket.send_multipart(pack(self.connection.key, header, payload), copy=False)
+        return request_id
+
+    def _receive(self, request_id: str, deadline: float) -> tuple[dict[str, Any], list[bytes]]:
+        """The next message for `request_id` (others, e.g. late replies, are dropped)."""
+        assert self.socket is not None
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self.socket.poll(int(remaining * 1000) + 1):
+                raise DaemonTimeout(
+                    f"the glcic daemon did not answer within {self.timeout:g} s "
+                    "(is it busy or stuck? see: glcic-daemon status)"
+                )
+            header, payload = unpack(self.connection.key, self.socket.recv_multipart())
+            if header.get("id") == request_id:
+                if header.get("type") == "error":
+                    raise DaemonError(str(header.get("code")), str(header.get("message")))
+                return header, payload
+
+    def request(self, op: str, timeout: float | None = None, **fields: Any) -> dict[str, Any]:
+        """A simple request with one reply; idempotent ones are retried once on a new socket."""
+        limit = self.timeout if timeout is None else timeout
+        attempts = 2 if op in IDEMPOTENT else 1
+        for attempt in range(attempts):
+            request_id = self._send(op, fields)
+            try:
+                header, _ = self._receive(request_id, time.monotonic() + limit)
+                return header
+            except DaemonTimeout:
+                if attempt + 1 == attempts:
+                    raise
+                self._open()  # a fresh socket drops whatever the old one had queued
+        raise AssertionError("unreachable")
+
+    # -- operations --
+
+    def ping(self) -> dict[str, Any]:
+        return self.request("ping")
+
+    def status(self) -> dict[str, Any]:
+        return self.request("status")
+
+    def models(self) -> list[dict[str, Any]]:
+        return list(self.request("models")["models"])
+
+    def reload(self) -> dict[str, Any]:
+        return self.request("reload", timeout=max(self.timeout, 60.0))
+
+    def shutdown(self) -> dict[str, Any]:
+        return self.request("shutdown")
+
+    def cancel(self, request_id: str) -> dict[str, Any]:
+        return self.request("cancel", target=request_id)
+
+    def complete(
+        self,
+        width: int,
+        height: int,
+        rgba: bytes,
+        mask: bytes,
+        model: str | None = None,
+        blend: str = "poisson",
+        progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+        timeout: float = 600.0,
+    ) -> CompletionResult:
+        """Fill `mask` (8-bit, 255 = fill) in an RGBA8 image; returns the changed rectangle.
+
+        `progress(stage, fraction)` is called as the daemon reports; setting `cancel` asks the
+        daemon to stop, and this raises DaemonError with code "cancelled".
+        """
+        fields: dict[str, Any] = {"width": width, "height": height, "blend": blend}
+        if model:
+            fields["model"] = model
+        request_id = self._send("complete", fields, [rgba, mask])
+        deadline = time.monotonic() + timeout
+        cancel_sent = False
+        while True:
+            if cancel is not None and cancel.is_set() and not cancel_sent:
+                self._send("cancel", {"target": request_id})
+                cancel_sent = True
+            step_deadline = min(deadline, time.monotonic() + 0.1) if cancel else deadline
+            try:
+                header, payload = self._receive(request_id, step_deadline)
+            except DaemonTimeout:
+                if time.monotonic() >= deadline:
+                    self._send("cancel", {"target": request_id})
+                    raise
+                continue
+            kind = header.get("type")
+            if kind == "progress":
+                if progress is not None:
+                    progress(str(header.get("stage")), float(header.get("fraction", 0.0)))
+                continue
+            if kind == "result" and len(payload) == 1:
+                return CompletionResult(
+                    x=int(header["x"]),
+                    y=int(header["y"]),
+                    width=int(header["width"]),
+                    height=int(header["height"]),
+                    rgba=payload[0],
+                    model=str(header.get("model", "")),
+                    seconds=float(header.get("seconds", 0.0)),
+                )
+            raise ClientError(f"unexpected reply from the daemon: {kind!r}")

@@ -1,0 +1,146 @@
+"""The daemon's models: files in the model directory plus the built-in default, hot-reloaded.
+
+A file added or replaced in the directory is noticed by its (mtime, size, inode) and loaded at
+once; if it fails to load, the error is logged and shown in `status`, and the version that was
+loaded before stays in service. Loaded networks are kept on the daemon's device.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from glcic.default_model import PACKAGED_MODEL
+from glcic.errors import GlcicError
+from glcic.model_file import MODEL_SUFFIX, CompletionModel, load_model
+
+log = logging.getLogger("glcic.daemon")
+
+BUILTIN_NAME = "default"
+
+
+class ModelNotFound(GlcicError):
+    pass
+
+
+@dataclass
+class ModelEntry:
+    name: str
+    path: Path
+    builtin: bool
+    signature: tuple[int, int, int] = (0, 0, 0)
+    model: CompletionModel | None = None
+    error: str | None = None
+
+    def describe(self) -> dict[str, Any]:
+        meta = self.model.metadata if self.model is not None else None
+        return {
+            "name": self.name,
+            "path": str(self.path),
+            "builtin": self.builtin,
+            "size_bytes": self.signature[1],
+            "loaded": self.model is not None,
+            "error": self.error,
+            "metadata": meta.to_json() if meta is not None else None,
+        }
+
+
+def _signature(path: Path) -> tuple[int, int, int]:
+    stat = path.stat()
+    return (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+
+
+class ModelManager:
+    """Thread-safe: the worker loads and uses models, the main thread lists them."""
+
+    def __init__(self, directory: Path, device: torch.device, configured_default: str | None):
+        self.directory = directory
+        self.device = device
+        self.configured_default = configured_default
+        self.entries: dict[str, ModelEntry] = {}
+        self.lock = threading.RLock()
+
+    def scan(self) -> None:
+        """Notice added, replaced and removed files, and load what changed."""
+        found: dict[str, tuple[Path, bool]] = {}
+        if PACKAGED_MODEL.is_file():
+            found[BUILTIN_NAME] = (PACKAGED_MODEL, True)
+        if self.directory.is_dir():
+            for path in sorted(self.directory.glob(f"*{MODEL_SUFFIX}")):
+                if not path.name.startswith("."):  # temporary files of atomic writes
+                    found[path.stem] = (path, False)  # a file named default overrides the built-in
+        with self.lock:
+            for name in list(self.entries):
+                if name not in found:
+                    log.info("model %s removed", name)
+                    del self.entries[name]
+            for name, (path, builtin) in found.items():
+                entry = self.entries.get(name)
+                if entry is None or entry.path != path:
+                    entry = self.entries[name] = ModelEntry(name, path, builtin)
+                try:
+                    signature = _signature(path)
+                except FileNotFoundError:
+                    continue
+                if signature != entry.signature:
+                    entry.signature = signature
+                    self._load(entry)
+
+    def _load(self, entry: ModelEntry) -> None:
+        try:
+            model = load_model(entry.path, device=self.device)
+        except GlcicError as error:
+            entry.error = str(error)
+            kept = "; the previous version stays in service" if entry.model else ""
+            log.error("model %s failed to load: %s%s", entry.name, error, kept)
+            return
+        entry.model, entry.error = model, None
+        log.info("model %s loaded from %s", entry.name, entry.path)
+
+    def default_name(self) -> str | None:
+        with self.lock:
+            usable = [name for name, e in self.entries.items() if e.model is not None]
+            if self.configured_default in usable:
+                return self.configured_default
+            if BUILTIN_NAME in usable:
+                return BUILTIN_NAME
+            return None
+
+    def exists(self, name: str) -> bool:
+        """Known, or its file just appeared (the worker loads it when the request runs)."""
+        with self.lock:
+            if name in self.entries:
+                return True
+        safe = name and "/" not in name and "\\" not in name and not name.startswith(".")
+        return bool(safe) and (self.directory / f"{name}{MODEL_SUFFIX}").is_file()
+
+    def get(self, name: str | None) -> tuple[str, CompletionModel]:
+        """The named (or default) model, loaded; raises ModelNotFound."""
+        self.scan()
+        with self.lock:
+            chosen = name or self.default_name()
+            if chosen is None:
+                raise ModelNotFound(
+                    "no model is available: put a .safetensors model in "
+                    f"{self.directory} (e.g. from 'glcic-train export' or 'glcic import-t7')"
+                )
+            entry = self.entries.get(chosen)
+            if entry is None:
+                raise ModelNotFound(f"no model named {chosen!r}")
+            if entry.model is None:
+                raise ModelNotFound(f"model {chosen!r} cannot be loaded: {entry.error}")
+            return chosen, entry.model
+
+    def describe(self) -> list[dict[str, Any]]:
+        with self.lock:
+            default = self.default_name()
+            return [dict(e.describe(), default=(n == default)) for n, e in self.entries.items()]
+
+    def errors(self) -> dict[str, str]:
+        with self.lock:
+            return {n: e.error for n, e in self.entries.items() if e.error}

@@ -1,0 +1,471 @@
+"""The daemon as clients meet it: real daemon processes on loopback, tiny random-weight models."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import msgpack
+import numpy as np
+import pytest
+import zmq
+from conftest import make_tiny_model
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from glcic import complete, save_model
+from glcic.daemon import client as protocol
+from glcic.daemon.client import Client, DaemonError, DaemonNotRunning, read_connection_file
+
+
+def _daemon_cli(home: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    env = {**os.environ, "GLCIC_HOME": str(home), "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "glcic.daemon.cli", *args],
+        capture_output=True, text=True, timeout=timeout, env=env,
+    )  # fmt: skip
+
+
+class Daemon:
+    """A real daemon process under a private GLCIC_HOME."""
+
+    def __init__(self, home: Path, *options: str) -> None:
+        self.home = home
+        self.options = options
+        (home / "models").mkdir(parents=True, exist_ok=True)
+
+    @property
+    def connection_file(self) -> Path:
+        return self.home / "run" / "daemon.json"
+
+    def start(self) -> subprocess.CompletedProcess:
+        result = _daemon_cli(self.home, "start", *self.options)
+        assert result.returncode == 0, result.stderr + self.log()
+        return result
+
+    def client(self, timeout: float = 20.0) -> Client:
+        return Client(self.connection_file, timeout=timeout)
+
+    def pid(self) -> int:
+        return read_connection_file(self.connection_file).pid
+
+    def log(self) -> str:
+        path = self.home / "logs" / "daemon.log"
+        return path.read_text() if path.exists() else ""
+
+    def stop(self) -> None:
+        if not self.connection_file.exists():
+            return
+        pid = self.pid()
+        _daemon_cli(self.home, "stop", timeout=60)
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        os.kill(pid, signal.SIGKILL)
+
+
+def _save_tiny(home: Path, name: str, seed: int = 0) -> Path:
+    path = home / "models" / f"{name}.safetensors"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_model(make_tiny_model(seed), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory) -> Daemon:
+    home = tmp_path_factory.mktemp("home")
+    _save_tiny(home, "tiny")
+    running = Daemon(home, "--model", "tiny", "--device", "cpu")
+    running.start()
+    yield running
+    running.stop()
+
+
+def _job(seed: int, size: tuple[int, int] = (48, 64)) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    height, width = size
+    small = rng.integers(0, 255, (4, 4, 4), dtype=np.uint8)
+    rgba = np.asarray(Image.fromarray(small, "RGBA").resize((width, height), Image.BICUBIC)).copy()
+    mask = np.zeros(size, np.uint8)
+    y, x = rng.integers(0, height - 12), rng.integers(0, width - 12)
+    mask[y : y + int(rng.integers(4, 12)), x : x + int(rng.integers(4, 12))] = 255
+    return rgba, mask
+
+
+def _remote(client: Client, rgba: np.ndarray, mask: np.ndarray, **options) -> np.ndarray:
+    result = client.complete(
+        rgba.shape[1], rgba.shape[0], rgba.tobytes(), mask.tobytes(), **options
+    )
+    out = rgba.copy()
+    patch = np.frombuffer(result.rgba, np.uint8).reshape(result.height, result.width, 4)
+    out[result.y : result.y + result.height, result.x : result.x + result.width] = patch
+    return out
+
+
+def _raw_socket(connection: protocol.Connection) -> zmq.Socket:
+    socket = zmq.Context.instance().socket(zmq.DEALER)
+    socket.setsockopt(zmq.LINGER, 0)
+    socket.connect(connection.address)
+    return socket
+
+
+def _receive(socket: zmq.Socket, timeout_ms: int = 20000) -> tuple[dict, list]:
+    assert socket.poll(timeout_ms), "no reply"
+    frames = socket.recv_multipart()
+    return msgpack.unpackb(frames[1], raw=False), frames[2:]
+
+
+def test_connection_file_is_private_and_complete(daemon: Daemon) -> None:
+    mode = stat.S_IMODE(daemon.connection_file.stat().st_mode)
+    assert mode == 0o600
+    document = json.loads(daemon.connection_file.read_text())
+    assert set(document) == {"protocol", "host", "port", "pid", "key"}
+    assert document["host"] == "127.0.0.1" and len(bytes.fromhex(document["key"])) == 32
+
+
+def test_every_operation_round_trips(daemon: Daemon) -> None:
+    client = daemon.client()
+    assert client.ping()["pong"] is True
+    status = client.status()
+    assert status["default_model"] == "tiny" and status["device"] == "cpu"
+    assert {
+        "pid",
+        "address",
+        "loaded_models",
+        "queue_length",
+        "requests_served",
+        "uptime_s",
+    } <= set(status)
+    (model,) = client.models()
+    assert model["name"] == "tiny" and model["default"] and model["metadata"]["width"] == 0.125
+    rgba, mask = _job(1)
+    seen = []
+    remote = _remote(client, rgba, mask, progress=lambda s, f: seen.append(s))
+    local = complete(rgba, mask, make_tiny_model(0))
+    assert np.array_equal(remote, local)
+    assert "queued" in seen and "network" in seen
+    assert "models" in client.reload()
+    with pytest.raises(DaemonError) as error:
+        client.cancel("no-such-request")
+    assert error.value.code == protocol.NOT_FOUND
+
+
+def test_result_is_only_the_changed_rectangle(daemon: Daemon) -> None:
+    rgba, _ = _job(2, size=(64, 64))
+    mask = np.zeros((64, 64), np.uint8)
+    mask[10:20, 30:36] = 255
+    client = daemon.client()
+    result = client.complete(64, 64, rgba.tobytes(), mask.tobytes())
+    assert (result.x, result.y, result.width, result.height) == (30, 10, 6, 10)
+    assert len(result.rgba) == 6 * 10 * 4
+
+
+def test_eight_concurrent_clients_get_their_own_replies(daemon: Daemon) -> None:
+    model = make_tiny_model(0)
+    expected = {seed: complete(*_job(seed), model) for seed in range(80)}
+    failures: list[str] = []
+
+    def worker(index: int) -> None:
+        client = daemon.client(timeout=60)
+        try:
+            for seed in range(index * 10, index * 10 + 10):
+                if not np.array_equal(_remote(client, *_job(seed)), expected[seed]):
+                    failures.append(f"client {index}, request {seed}: wrong pixels")
+        except Exception as error:
+            failures.append(f"client {index}: {error!r}")
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert not failures, failures
+
+
+def test_unsigned_and_wrongly_signed_requests_are_refused(daemon: Daemon) -> None:
+    connection = read_connection_file(daemon.connection_file)
+    socket = _raw_socket(connection)
+    header = msgpack.packb({"v": 1, "id": "x1", "op": "ping"})
+    for signature in (b"", b"0" * 64, protocol.sign(b"another key", [header])):
+        socket.send_multipart([signature, header])
+        reply, _ = _receive(socket)
+        assert reply["type"] == "error" and reply["code"] == protocol.UNAUTHORIZED
+        assert reply["id"] == "x1"
+    # A correct signature over other frames (payload appended afterwards) is refused too.
+    frames = protocol.pack(connection.key, {"v": 1, "id": "x2", "op": "ping"})
+    socket.send_multipart([*frames, b"smuggled"])
+    assert _receive(socket)[0]["code"] == protocol.UNAUTHORIZED
+    socket.close()
+
+
+def _send_signed(socket, key: bytes, header: dict, payload=()) -> dict:
+    socket.send_multipart(protocol.pack(key, header, payload))
+    while True:
+        reply, _ = _receive(socket)
+        if reply.get("type") != "progress":
+            return reply
+
+
+def test_bad_requests_get_the_right_codes(daemon: Daemon) -> None:
+    connection = read_connection_file(daemon.connection_file)
+    socket = _raw_socket(connection)
+    key = connection.key
+
+    def code(header: dict, payload=()) -> str:
+        return _send_signed(socket, key, {"v": 1, "id": "r", **header}, payload).get("code")
+
+    assert code({"op": "complete", "width": 20000, "height": 10}, [b"", b""]) == protocol.TOO_LARGE
+    assert (
+        code({"op": "complete", "width": 4, "height": 4}, [b"\0" * 63, b"\0" * 16])
+        == protocol.BAD_REQUEST
+    )
+    assert code({"op": "complete", "width": 4, "height": 4}, [b"\0" * 64]) == protocol.BAD_REQUEST
+    assert (
+        code({"op": "complete", "width": "4", "height": 4}, [b"\0" * 64, b"\0" * 16])
+        == protocol.BAD_REQUEST
+    )
+    assert (
+        code({"op": "complete", "width": 4, "height": 4, "model": "nope"}, [b"\0" * 64, b"\0" * 16])
+        == protocol.UNKNOWN_MODEL
+    )
+    assert (
+        code({"op": "complete", "width": 4, "height": 4, "blend": "x"}, [b"\0" * 64, b"\0" * 16])
+        == protocol.BAD_REQUEST
+    )
+    assert (
+        code({"op": "complete", "width": 4, "height": 4}, [b"\0" * 64, b"\0" * 16])
+        == protocol.BAD_INPUT
+    )  # empty mask
+    assert code({"op": "dance"}) == protocol.BAD_REQUEST
+    assert code({"op": "ping"}, [b"payload"]) == protocol.BAD_REQUEST
+    assert (
+        _send_signed(socket, key, {"v": 99, "id": "r", "op": "ping"})["code"]
+        == protocol.VERSION_MISMATCH
+    )
+    socket.close()
+    assert daemon.client().ping()["pong"]
+
+
+_scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**40), 2**40), st.floats(allow_nan=True),
+    st.text(max_size=20), st.binary(max_size=20),
+)  # fmt: skip
+_headers = st.fixed_dictionaries(
+    {},
+    optional={
+        "v": st.one_of(st.just(1), _scalars),
+        "id": st.one_of(st.text(min_size=1, max_size=10), _scalars),
+        "op": st.one_of(
+            st.sampled_from(["ping", "status", "models", "complete", "cancel", "reload", "bogus"]),
+            _scalars,
+        ),
+        "width": st.one_of(st.integers(-2, 6), _scalars),
+        "height": st.one_of(st.integers(-2, 6), _scalars),
+        "model": _scalars,
+        "blend": st.one_of(st.sampled_from(["poisson", "none"]), _scalars),
+        "target": _scalars,
+    },
+)
+_messages = st.one_of(
+    st.lists(st.binary(max_size=64), min_size=1, max_size=5),  # raw, usually unsigned frames
+    st.tuples(_headers, st.lists(st.binary(max_size=160), max_size=3)),  # signed, valid msgpack
+)
+
+
+def test_fuzzed_frames_and_headers_never_stop_the_daemon(daemon: Daemon) -> None:
+    connection = read_connection_file(daemon.connection_file)
+    socket = _raw_socket(connection)
+    answered = 0
+
+    @settings(max_examples=1000, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])  # fmt: skip
+    @given(_messages)
+    def one_message(message) -> None:
+        nonlocal answered
+        if isinstance(message, tuple):
+            header, payload = message
+            try:
+                frames = protocol.pack(connection.key, header, payload)
+            except (TypeError, ValueError, OverflowError):
+                return
+        else:
+            frames = message
+        socket.send_multipart(frames)
+        while True:  # every message gets a final reply: a result, a reply or an error
+            reply, _ = _receive(socket)
+            if reply.get("type") != "progress":
+                break
+        answered += 1
+
+    one_message()
+    socket.close()
+    assert answered >= 900
+    client = daemon.client()
+    assert client.ping()["pong"]
+    assert client.status()["pid"] == daemon.pid()
+
+
+def test_busy_queue_cancel_and_timeout(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    _save_tiny(home, "tiny")
+    running = Daemon(home, "--max-queue", "1", "--model", "tiny")
+    running.start()
+    try:
+        connection = read_connection_file(running.connection_file)
+        socket = _raw_socket(connection)
+        size = 3000
+        mask = np.zeros((size, size), np.uint8)
+        # 36 holes too far apart to merge, each of another size: crops of different sizes run
+        # as separate batches, so a long job with points between them where a cancel acts.
+        for index in range(36):
+            y, x = 100 + 500 * (index // 6), 100 + 500 * (index % 6)
+            side = 10 + 3 * index
+            mask[y : y + side, x : x + side] = 255
+        pixels = np.full((size, size, 4), 120, np.uint8).tobytes()
+        for request_id in ("a", "b", "c"):
+            header = {"v": 1, "id": request_id, "op": "complete", "width": size, "height": size}
+            socket.send_multipart(protocol.pack(connection.key, header, [pixels, mask.tobytes()]))
+        finals: dict[str, dict] = {}
+        cancelled_queued = False
+        while len(finals) < 3:
+            reply, _ = _receive(socket, 120000)
+            if reply["id"] == "b" and not cancelled_queued:
+                running.client().cancel("b")  # b waits in the queue: cancelled at once
+                cancelled_queued = True
+            if reply.get("type") != "progress":
+                finals[reply["id"]] = reply
+        assert finals["c"]["code"] == protocol.BUSY
+        assert finals["b"]["code"] == protocol.CANCELLED
+        assert finals["a"]["type"] == "result"
+        # Cancelling a running job stops it between crops.
+        header = {"v": 1, "id": "d", "op": "complete", "width": size, "height": size}
+        socket.send_multipart(protocol.pack(connection.key, header, [pixels, mask.tobytes()]))
+        while True:
+            reply, _ = _receive(socket, 120000)
+            if reply.get("stage") == "network":
+                assert running.client().cancel("d")["state"] == "running"
+            if reply.get("type") != "progress":
+                break
+        assert reply["code"] == protocol.CANCELLED
+        socket.close()
+    finally:
+        running.stop()
+
+    timed = Daemon(home, "--timeout", "0.000001", "--model", "tiny")
+    timed.start()
+    try:
+        with pytest.raises(DaemonError) as error:
+            _remote(timed.client(), *_job(3))
+        assert error.value.code == protocol.TIMEOUT
+        assert timed.client().ping()["pong"]
+    finally:
+        timed.stop()
+
+
+def test_hot_reload_and_a_corrupt_file(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    _save_tiny(home, "tiny", seed=0)
+    running = Daemon(home, "--model", "tiny")
+    running.start()
+    try:
+        client = running.client()
+        rgba, mask = _job(5)
+        before = _remote(client, rgba, mask)
+        # A new model file dropped in (atomically) is usable at the next request.
+        _save_tiny(home, "second", seed=1)
+        assert np.array_equal(
+            _remote(client, rgba, mask, model="second"), complete(rgba, mask, make_tiny_model(1))
+        )
+        # The default model replaced by a newer version: used from the next request.
+        _save_tiny(home, "tiny", seed=2)
+        assert np.array_equal(_remote(client, rgba, mask), complete(rgba, mask, make_tiny_model(2)))
+        # A corrupt file: reported, and the previous version stays in service.
+        path = home / "models" / "tiny.safetensors"
+        temporary = home / "models" / ".tiny.tmp"
+        temporary.write_bytes(b"not a model at all")
+        os.replace(temporary, path)
+        client.reload()
+        status = client.status()
+        assert (
+            "tiny" in status["model_errors"]
+            and "not a glcic model file" in status["model_errors"]["tiny"]
+        )
+        assert np.array_equal(_remote(client, rgba, mask), complete(rgba, mask, make_tiny_model(2)))
+        assert not np.array_equal(before, complete(rgba, mask, make_tiny_model(2)))
+        assert "failed to load" in running.log()
+    finally:
+        running.stop()
+
+
+def test_sigkill_then_start_again(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    _save_tiny(home, "tiny")
+    running = Daemon(home)
+    running.start()
+    old_pid = running.pid()
+    os.kill(old_pid, signal.SIGKILL)
+    time.sleep(0.5)
+    assert running.connection_file.exists()  # stale, left behind
+    with pytest.raises(Exception):  # noqa: B017 - the stale file points at a dead daemon
+        Client(running.connection_file, timeout=1.0).ping()
+    result = running.start()
+    try:
+        assert "started" in result.stdout
+        assert running.pid() != old_pid
+        assert running.client().ping()["pong"]
+    finally:
+        running.stop()
+
+
+def test_second_start_reports_the_running_one_and_sigterm_cleans_up(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    _save_tiny(home, "tiny")
+    running = Daemon(home)
+    running.start()
+    again = running.start()
+    assert "already running" in again.stdout
+    pid = running.pid()
+    os.kill(pid, signal.SIGTERM)
+    for _ in range(100):
+        if not running.connection_file.exists():
+            break
+        time.sleep(0.1)
+    assert not running.connection_file.exists()
+    result = _daemon_cli(home, "status")
+    assert result.returncode == 2 and "not running" in result.stderr
+
+
+def test_cli_complete_through_the_daemon(daemon: Daemon, tmp_path: Path) -> None:
+    rgba, mask = _job(7, size=(60, 80))
+    Image.fromarray(rgba[..., :3]).save(tmp_path / "in.png")
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    result = _daemon_cli(
+        daemon.home,
+        "complete",
+        str(tmp_path / "in.png"),
+        str(tmp_path / "mask.png"),
+        str(tmp_path / "out.png"),
+    )
+    assert result.returncode == 0, result.stderr
+    local = complete(rgba[..., :3].copy(), mask, make_tiny_model(0))
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "out.png")), local)
+    models = _daemon_cli(daemon.home, "models")
+    assert models.returncode == 0 and "* tiny" in models.stdout
+
+
+def test_without_a_daemon_clients_get_a_clear_message(tmp_path: Path) -> None:
+    with pytest.raises(DaemonNotRunning, match="glcic-daemon start"):
+        Client(tmp_path / "run" / "daemon.json")
+    result = _daemon_cli(tmp_path, "complete", "a.png", "b.png", "c.png")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
