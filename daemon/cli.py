@@ -114,23 +114,26 @@ def _spawn(args: argparse.Namespace) -> int:
                "--max-side", str(args.max_side)]  # fmt: skip
     if args.model:
         command += ["--model", args.model]
-    options: dict = {"stdin": subprocess.DEVNULL, "stdout": subprocess.DEVNULL,
-                     "stderr": subprocess.PIPE}  # fmt: skip
+    folder = log_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    # The daemon outlives this command: its stderr goes to a file, not a pipe that would close.
+    stderr_path = folder / "daemon.stderr"
+    stderr = open(stderr_path, "wb")  # noqa: SIM115 - handed to the child
+    options: dict = {"stdin": subprocess.DEVNULL, "stdout": subprocess.DEVNULL, "stderr": stderr}
     if os.name == "nt":  # pragma: no cover
         options["creationflags"] = subprocess.DETACHED_PROCESS | subprocess.CREATE_NEW_PROCESS_GROUP
     else:
         options["start_new_session"] = True
     process = subprocess.Popen(command, **options)
+    stderr.close()
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            detail = process.stderr.read().decode(errors="replace").strip().splitlines()
-            raise GlcicError(
-                "the daemon did not start: " + (detail[-1] if detail else "see " + str(log_dir()))
-            )
+            detail = stderr_path.read_text(errors="replace").strip().splitlines()
+            reason = detail[-1].removeprefix(f"{PROG}: error: ") if detail else f"see {folder}"
+            raise GlcicError(f"the daemon did not start: {reason}")
         client = _running_client(timeout=2.0)
         if client is not None:
-            process.stderr.close()
             print("started: " + _describe(client.status()))
             return 0
         time.sleep(0.2)

@@ -131,11 +131,24 @@ def unpack(key: bytes, frames: Sequence[Any]) -> tuple[dict[str, Any], list[Any]
 
 
 def default_runtime_dir() -> Path:
-    """Where the daemon puts its connection file; the same rules as platformdirs' user runtime
-    dir (the daemon's side uses platformdirs itself), and GLCIC_HOME/run when that is set."""
+    """Where the daemon puts its connection file: GLCIC_HOME/run when that is set, else
+    platformdirs' user runtime dir, as the daemon computes it. platformdirs is pure Python, so
+    plugin installs can ship it beside this file; without it, its usual result is rebuilt."""
     home = os.environ.get("GLCIC_HOME")
     if home:
         return Path(home).expanduser().resolve() / "run"
+    try:
+        import platformdirs
+    except ImportError:
+        return _runtime_dir_without_platformdirs()
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return Path(platformdirs.user_runtime_path(APP_NAME))
+
+
+def _runtime_dir_without_platformdirs() -> Path:
     if sys.platform == "win32":
         base = os.environ.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local")
         return Path(base) / "Temp" / APP_NAME

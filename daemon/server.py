@@ -19,7 +19,6 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
-import cv2
 import msgpack
 import numpy as np
 import torch
@@ -36,7 +35,12 @@ from glcic.daemon.connection import (
 from glcic.daemon.models import ModelManager, ModelNotFound
 from glcic.errors import CancelledError, InputError
 from glcic.paths import models_dir
-from glcic.pipeline import BLEND_MODES, DEFAULT_MAX_WORKING_SIDE, complete
+from glcic.pipeline import (
+    BLEND_MODES,
+    DEFAULT_MAX_WORKING_SIDE,
+    CompletionStats,
+    complete_region,
+)
 
 log = logging.getLogger("glcic.daemon")
 
@@ -150,16 +154,22 @@ class Worker(threading.Thread):
             name, model = self.server.manager.get(job.model)
             image = np.frombuffer(job.pixels, np.uint8).reshape(job.height, job.width, 4)
             mask = np.frombuffer(job.mask, np.uint8).reshape(job.height, job.width)
-            result = self._complete_with_retry(image, mask, model, job, progress, should_stop)
-            x, y, w, h = cv2.boundingRect(mask)
-            changed = np.ascontiguousarray(result[y : y + h, x : x + w])
+            stats = CompletionStats()
+            region = self._complete_with_retry(
+                image, mask, model, job, progress, should_stop, stats
+            )
+            x, y, changed = region.x, region.y, np.ascontiguousarray(region.pixels)
+            h, w = changed.shape[:2]
             header = {
                 "type": "result", "x": x, "y": y, "width": w, "height": h, "model": name,
                 "seconds": round(time.monotonic() - started, 4),
             }  # fmt: skip
             self._send(socket, job, header, [memoryview(changed).cast("B")])
-            log.info("completed %s: %dx%d, model %s, %.2f s", job.request_id, job.width,
-                     job.height, name, time.monotonic() - started)  # fmt: skip
+            log.info(
+                "completed %s: %dx%d, model %s, %.3f s (network %.3f s, blending %.3f s)",
+                job.request_id, job.width, job.height, name, time.monotonic() - started,
+                stats.network_seconds, stats.blend_seconds,
+            )  # fmt: skip
         except CancelledError:
             timed_out = time.monotonic() > job.deadline and not job.cancel.is_set()
             code = protocol.TIMEOUT if timed_out else protocol.CANCELLED
@@ -181,14 +191,14 @@ class Worker(threading.Thread):
                 socket, job, protocol.INTERNAL, f"internal error: {type(error).__name__}: {error}"
             )
 
-    def _complete_with_retry(self, image, mask, model, job, progress, should_stop) -> np.ndarray:
+    def _complete_with_retry(self, image, mask, model, job, progress, should_stop, stats):
         """On CUDA out-of-memory, retry with crops half the size before giving up."""
         side = DEFAULT_MAX_WORKING_SIDE
         while True:
             try:
-                return complete(
+                return complete_region(
                     image, mask, model, blend=job.blend, max_working_side=side,
-                    progress=progress, should_cancel=should_stop,
+                    progress=progress, should_cancel=should_stop, stats=stats,
                 )  # fmt: skip
             except torch.cuda.OutOfMemoryError:
                 torch.cuda.empty_cache()
@@ -256,7 +266,9 @@ class Server:
             self.address = f"tcp://{self.settings.host}:{port}"
             self.manager.scan()
             self.worker.start()
-            write_connection_file(self.settings.host, port, self.key)
+            # Clients on this machine connect over loopback even when listening on all interfaces.
+            wildcard = self.settings.host in ("0.0.0.0", "::", "*")
+            write_connection_file("127.0.0.1" if wildcard else self.settings.host, port, self.key)
             self._install_signal_handlers()
             log.info("glcic daemon %s listening on %s, device %s, default model %s", __version__,
                      self.address, self.device, self.manager.default_name())  # fmt: skip
@@ -524,6 +536,7 @@ class Server:
             "requests_served": self.requests_served,
             "uptime_s": round(time.time() - self.started, 1),
             "max_side": self.settings.max_side,
+            "threads": torch.get_num_threads(),
         }
 
 

@@ -8,6 +8,7 @@ Nothing is ever written to the current directory.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import platformdirs
@@ -28,9 +29,17 @@ def models_dir() -> Path:
 
 
 def runtime_dir() -> Path:
-    """Connection file and lock of the running daemon."""
+    """Connection file and lock of the running daemon.
+
+    The thin client (glcic.daemon.client.default_runtime_dir) finds it the same way; tests keep
+    the two in step.
+    """
     home = _home()
-    return home / "run" if home else platformdirs.user_runtime_path(APP_NAME)
+    if home:
+        return home / "run"
+    with warnings.catch_warnings():  # its fallback for an unset XDG_RUNTIME_DIR is fine here
+        warnings.simplefilter("ignore")
+        return platformdirs.user_runtime_path(APP_NAME)
 
 
 def log_dir() -> Path:

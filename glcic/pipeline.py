@@ -63,12 +63,14 @@ def complete(
     should_cancel: Callable[[], bool] | None = None,
     stats: CompletionStats | None = None,
     inplace: bool = False,
+    region_only: bool = False,
 ) -> np.ndarray:
     """Fill the selected region of `image` and return a new array of the same shape and dtype.
 
     With `inplace=True` the fill is written into `image` itself and `image` is returned, which
     saves one image-sized copy for callers that own their buffer (the daemon). Holes completed
-    later in the same call may then see earlier fills as context.
+    later in the same call may then see earlier fills as context. With `region_only=True` only
+    the mask's bounding box is returned (use `complete_region`).
 
     image: HxWx3 or HxWx4 uint8 (alpha is passed through untouched). mask: HxW uint8, 0 = keep,
     255 = fill, values between blend the fill in proportionally (a feathered selection). Pixels
@@ -93,7 +95,13 @@ def complete(
     for plan in plans:
         _check_known_context(mask, plan)
 
-    result = image if inplace else image.copy()
+    if inplace:
+        result, origin = image, (0, 0)
+    elif region_only:
+        x, y, w, h = cv2.boundingRect(mask)
+        result, origin = image[y : y + h, x : x + w].copy(), (x, y)
+    else:
+        result, origin = image.copy(), (0, 0)
     batches: dict[tuple[int, int], list[CropPlan]] = defaultdict(list)
     for plan in plans:
         batches[plan.padded_size].append(plan)
@@ -110,12 +118,34 @@ def complete(
             report.network_seconds += time.perf_counter() - network_start
             blend_start = time.perf_counter()
             for plan, fill in zip(chunk, fills, strict=True):
-                _write_back(result, image, mask, plan, fill, blend)
+                _write_back(result, origin, image, mask, plan, fill, blend)
             report.blend_seconds += time.perf_counter() - blend_start
             done += len(chunk)
     notify("done", 1.0)
     report.total_seconds = time.perf_counter() - started
     return result
+
+
+@dataclass(frozen=True)
+class CompletedRegion:
+    """The part of the image a completion changed: the mask's bounding box."""
+
+    x: int
+    y: int
+    pixels: np.ndarray  # height x width x channels, uint8
+
+
+def complete_region(
+    image: np.ndarray, mask: np.ndarray, model: CompletionModel, **options
+) -> CompletedRegion:
+    """Like `complete`, but returns only the mask's bounding box, so a caller that sends the
+    change elsewhere (the daemon) never copies the whole image."""
+    if np.ndim(mask) == 2 and getattr(mask, "dtype", None) == np.uint8:
+        x, y, _, _ = cv2.boundingRect(mask)
+    else:
+        x = y = 0  # complete() reports what is wrong with the mask
+    pixels = complete(image, mask, model, region_only=True, **options)
+    return CompletedRegion(x, y, pixels)
 
 
 def _validate(
@@ -213,6 +243,7 @@ def _run_network(
 
 def _write_back(
     result: np.ndarray,
+    origin: tuple[int, int],
     image: np.ndarray,
     mask: np.ndarray,
     plan: CropPlan,
@@ -243,4 +274,4 @@ def _write_back(
     # Other groups' holes may fall inside this window; each group writes only its own box.
     region = box.offset(-window.x0, -window.y0).slices
     blended = composite_soft(original[region], filled[region], selection[region])
-    result[box.slices][..., :3] = blended
+    result[box.offset(-origin[0], -origin[1]).slices][..., :3] = blended

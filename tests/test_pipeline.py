@@ -13,6 +13,7 @@ from conftest import make_tiny_model
 from glcic import CancelledError, CompletionModel, CompletionStats, InputError, ModelMetadata
 from glcic import complete as complete_image
 from glcic.crops import find_hole_groups
+from glcic.pipeline import complete_region
 
 
 def _rect_mask(shape, *boxes, value=255) -> np.ndarray:
@@ -286,3 +287,12 @@ def test_inplace_writes_into_the_given_image(photo, tiny_model) -> None:
     frozen.flags.writeable = False
     with pytest.raises(InputError, match="writeable"):
         complete_image(frozen, mask, tiny_model, inplace=True)
+
+
+def test_complete_region_is_the_changed_box_of_the_full_result(photo, tiny_model) -> None:
+    mask = _rect_mask(photo.shape, (50, 100, 50, 150), (180, 200, 10, 40))
+    full = complete_image(photo, mask, tiny_model)
+    region = complete_region(photo, mask, tiny_model)
+    assert (region.x, region.y) == (10, 50)
+    assert region.pixels.shape == (150, 140, 3)
+    assert np.array_equal(region.pixels, full[50:200, 10:150])
