@@ -207,6 +207,7 @@ def _models(args: argparse.Namespace) -> int:
 def _complete(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from glcic.daemon.remote import complete_remote
     from glcic.image_io import check_writable_format, read_image, read_mask, write_image
 
     check_writable_format(args.out)
@@ -225,24 +226,17 @@ def _complete(args: argparse.Namespace) -> int:
             print(f"\r{PROG}: {stage} {fraction:.0%}\033[K", end="", file=sys.stderr, flush=True)
 
     started = time.monotonic()
-    result = client.complete(
-        image.shape[1], image.shape[0], np.ascontiguousarray(rgba).tobytes(),
-        np.ascontiguousarray(mask).tobytes(), model=args.model, blend=args.blend,
-        progress=progress,
-    )  # fmt: skip
+    # Only the pixels the pipeline will read are sent; the result is the same as for the whole.
+    region = complete_remote(client, rgba, mask, args.model, args.blend, progress=progress)
     if sys.stderr.isatty():
         print(file=sys.stderr)
-    patch = np.frombuffer(result.rgba, np.uint8).reshape(result.height, result.width, 4)
-    channels = image.shape[2]
-    image[result.y : result.y + result.height, result.x : result.x + result.width] = patch[
-        ..., :channels
-    ]
+    height, width = region.pixels.shape[:2]
+    patch = region.pixels[..., : image.shape[2]]
+    image[region.y : region.y + height, region.x : region.x + width] = patch
     note = write_image(args.out, image)
     if note:
         print(f"{PROG}: warning: {note}", file=sys.stderr)
-    print(
-        f"wrote {args.out}: completed by model {result.model} in {time.monotonic() - started:.2f} s"
-    )
+    print(f"wrote {args.out}: completed in {time.monotonic() - started:.2f} s")
     return 0
 
 

@@ -473,3 +473,29 @@ def test_without_a_daemon_clients_get_a_clear_message(tmp_path: Path) -> None:
         Client(tmp_path / "run" / "daemon.json")
     result = _daemon_cli(tmp_path, "complete", "a.png", "b.png", "c.png")
     assert result.returncode == 2 and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "boxes",
+    [
+        [(900, 1100, 1400, 1700)],  # one hole in the middle of a large photo
+        [(0, 40, 0, 60), (1950, 2000, 2900, 3000)],  # holes at opposite corners
+        [(300, 700, 500, 1100)],  # a hole larger than the trained size: scaled
+        [(10, 20, 10, 20), (60, 70, 80, 90)],  # close holes, merged
+    ],
+)
+def test_remote_region_requests_give_the_whole_image_result(daemon: Daemon, boxes) -> None:
+    from glcic.daemon.remote import complete_remote
+
+    rng = np.random.default_rng(11)
+    small = rng.integers(0, 255, (8, 12, 4), dtype=np.uint8)
+    rgba = np.asarray(Image.fromarray(small, "RGBA").resize((3000, 2000), Image.BICUBIC)).copy()
+    mask = np.zeros((2000, 3000), np.uint8)
+    for y0, y1, x0, x1 in boxes:
+        mask[y0:y1, x0:x1] = 255
+    region = complete_remote(daemon.client(timeout=120), rgba, mask)
+    expected = complete(rgba, mask, make_tiny_model(0))
+    height, width = region.pixels.shape[:2]
+    out = rgba.copy()
+    out[region.y : region.y + height, region.x : region.x + width] = region.pixels
+    assert np.array_equal(out, expected)
