@@ -307,3 +307,23 @@ def test_two_process_ddp_with_torchrun(tmp_path: Path, data_dir: Path) -> None:
     assert "2 processes" in log
     assert log.count("parameters identical across 2 ranks") >= 3
     assert load_latest_checkpoint(run)["world_size"] == 2
+
+
+@pytest.mark.slow
+def test_torch_compile_trains_and_checkpoints_plain_weights(tmp_path: Path, data_dir: Path) -> None:
+    run = tmp_path / "compiled"
+    assert main(["--data", str(data_dir), "--out", str(run), *TINY, "--compile", "true"]) == 0
+    state = load_latest_checkpoint(run)
+    assert not any(key.startswith("_orig_mod") for key in state["completion"])
+
+
+def test_export_carries_the_last_evaluation_table(tmp_path, data_dir, monkeypatch) -> None:
+    monkeypatch.setenv("GLCIC_HOME", str(tmp_path / "home"))
+    run = tmp_path / "run"
+    assert main(["--data", str(data_dir), "--out", str(run), *TINY]) == 0
+    (run / "eval").mkdir()
+    (run / "eval" / "results.md").write_text("| holes | model PSNR |\n|---|---|\n| all | 21.5 |\n")
+    assert main(["export", str(run), "--name", "evaluated"]) == 0
+    model = load_model(tmp_path / "home" / "models" / "evaluated.safetensors")
+    assert "21.5" in model.metadata.extra["evaluation"]
+    assert model.metadata.extra["training_config"]["image_size"] == 32

@@ -54,6 +54,7 @@ def model_from_checkpoint(state: dict[str, Any], evaluation: str = "") -> Comple
             steps=phase_steps(config, int(state["step"])),
             licence=licence,
         ),
+        extra=extra,
     )
     return CompletionModel(network, metadata)
 
