@@ -175,12 +175,27 @@ class Connection:
 
     @property
     def address(self) -> str:
-        return f"tcp://{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"tcp://{host}:{self.port}"
+
+
+def _check_private(path: Path) -> None:
+    """Refuse a connection file another user could have written or read: its key is the only
+    thing keeping other users of the machine away from the daemon (and the images sent to it)."""
+    if os.name != "posix":
+        return
+    info = path.stat()
+    if info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise DaemonNotRunning(
+            f"refusing the connection file {path}: it must belong to you and be readable by you "
+            "only (mode 600); remove it and run: glcic-daemon start"
+        )
 
 
 def read_connection_file(path: Path | None = None) -> Connection:
     path = path or default_connection_file()
     try:
+        _check_private(path)
         document = json.loads(path.read_text(encoding="utf-8"))
         return Connection(
             host=str(document["host"]),
@@ -193,7 +208,7 @@ def read_connection_file(path: Path | None = None) -> Connection:
         raise DaemonNotRunning(
             "the glcic daemon is not running (start it with: glcic-daemon start)"
         ) from None
-    except (OSError, ValueError, KeyError, TypeError) as error:
+    except (OSError, ValueError, KeyError, TypeError, OverflowError) as error:
         raise DaemonNotRunning(
             f"the daemon's connection file {path} is unreadable ({error}); "
             "restart it with: glcic-daemon start"
@@ -244,7 +259,15 @@ class Client:
             self.socket.close(linger=0)
         self.socket = self.context.socket(zmq.DEALER)
         self.socket.setsockopt(zmq.LINGER, 0)
-        self.socket.connect(self.connection.address)
+        if ":" in self.connection.host:
+            self.socket.setsockopt(zmq.IPV6, 1)
+        try:
+            self.socket.connect(self.connection.address)
+        except zmq.ZMQError as error:
+            raise DaemonNotRunning(
+                f"cannot connect to the daemon at {self.connection.address} ({error}); "
+                "restart it with: glcic-daemon start"
+            ) from None
 
     def close(self) -> None:
         if self.socket is not None:
@@ -276,7 +299,16 @@ class Client:
                     f"the glcic daemon did not answer within {self.timeout:g} s "
                     "(is it busy or stuck? see: glcic-daemon status)"
                 )
-            header, payload = unpack(self.connection.key, self.socket.recv_multipart())
+            try:
+                header, payload = unpack(self.connection.key, self.socket.recv_multipart())
+            except PermissionError:
+                raise DaemonError(
+                    UNAUTHORIZED,
+                    "the daemon's replies are not signed with this connection's key: it was "
+                    "probably restarted; connect again",
+                ) from None
+            except (ValueError, TypeError, msgpack.UnpackException):
+                raise ClientError("the daemon sent a malformed reply") from None
             if header.get("id") == request_id:
                 if header.get("type") == "error":
                     raise DaemonError(str(header.get("code")), str(header.get("message")))

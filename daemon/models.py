@@ -85,7 +85,8 @@ class ModelManager:
                     entry = self.entries[name] = ModelEntry(name, path, builtin)
                 try:
                     signature = _signature(path)
-                except FileNotFoundError:
+                except OSError as error:  # vanished, a symlink loop, no permission, I/O error
+                    entry.error = f"{path}: cannot be read ({error.strerror or error})"
                     continue
                 if signature != entry.signature:
                     entry.signature = signature
@@ -94,7 +95,7 @@ class ModelManager:
     def _load(self, entry: ModelEntry) -> None:
         try:
             model = load_model(entry.path, device=self.device)
-        except GlcicError as error:
+        except Exception as error:  # whatever is wrong with one file must not stop the daemon
             entry.error = str(error)
             kept = "; the previous version stays in service" if entry.model else ""
             log.error("model %s failed to load: %s%s", entry.name, error, kept)
@@ -116,8 +117,15 @@ class ModelManager:
         with self.lock:
             if name in self.entries:
                 return True
-        safe = name and "/" not in name and "\\" not in name and not name.startswith(".")
-        return bool(safe) and (self.directory / f"{name}{MODEL_SUFFIX}").is_file()
+        safe = 0 < len(name) <= 200 and not any(c in name for c in "/\\\0")
+        try:
+            return (
+                safe
+                and not name.startswith(".")
+                and (self.directory / f"{name}{MODEL_SUFFIX}").is_file()
+            )
+        except OSError:
+            return False
 
     def get(self, name: str | None) -> tuple[str, CompletionModel]:
         """The named (or default) model, loaded; raises ModelNotFound."""

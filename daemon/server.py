@@ -89,7 +89,8 @@ class Job:
     mask: Any  # buffer of height*width bytes
     model: str | None
     blend: str
-    deadline: float
+    timeout: float
+    deadline: float = float("inf")  # set when the job starts: queueing time does not count
     cancel: threading.Event = field(default_factory=threading.Event)
 
 
@@ -118,7 +119,6 @@ class Worker(threading.Thread):
                         return
                     self._rescan()
                     continue
-                self.running = job
                 try:
                     self._run(job, socket)
                 finally:
@@ -143,6 +143,7 @@ class Worker(threading.Thread):
 
     def _run(self, job: Job, socket: zmq.Socket) -> None:
         started = time.monotonic()
+        job.deadline = started + job.timeout
 
         def progress(stage: str, fraction: float) -> None:
             self._send(socket, job, {"type": "progress", "stage": stage, "fraction": fraction})
@@ -231,10 +232,13 @@ class Server:
     # -- the queue (shared with the worker) --
 
     def next_job(self, timeout: float) -> Job | None:
+        """The next job, marked as running in the same step, so a cancel always finds it."""
         with self.queue_ready:
             if not self.queue and not self.stopping.is_set():
                 self.queue_ready.wait(timeout)
-            return self.queue.popleft() if self.queue else None
+            job = self.queue.popleft() if self.queue else None
+            self.worker.running = job
+            return job
 
     def _enqueue(self, job: Job) -> int:
         with self.queue_ready:
@@ -254,16 +258,20 @@ class Server:
         lock.acquire()
         router = self.context.socket(zmq.ROUTER)
         router.setsockopt(zmq.MAXMSGSIZE, self.settings.max_frame_bytes)
+        host = self.settings.host
+        if ":" in host:  # an IPv6 address
+            router.setsockopt(zmq.IPV6, 1)
+            host = f"[{host}]"
         router.setsockopt(zmq.LINGER, 1000)
         replies = self.context.socket(zmq.PULL)
         replies.bind(REPLIES_ADDRESS)
         try:
             if self.settings.port:
-                router.bind(f"tcp://{self.settings.host}:{self.settings.port}")
+                router.bind(f"tcp://{host}:{self.settings.port}")
                 port = self.settings.port
             else:
-                port = router.bind_to_random_port(f"tcp://{self.settings.host}")
-            self.address = f"tcp://{self.settings.host}:{port}"
+                port = router.bind_to_random_port(f"tcp://{host}")
+            self.address = f"tcp://{host}:{port}"
             self.manager.scan()
             self.worker.start()
             # Clients on this machine connect over loopback even when listening on all interfaces.
@@ -326,7 +334,11 @@ class Server:
             router.send_multipart(replies.recv_multipart(copy=False), copy=False)
         replies.close(linger=0)
         router.close(linger=1000)
-        self.context.term()
+        if self.worker.is_alive():  # stuck in one long batch: do not wait for it
+            log.warning("the running job did not stop in time; exiting without it")
+            self.context.destroy(linger=0)
+        else:
+            self.context.term()
 
     # -- one message --
 
@@ -499,7 +511,7 @@ class Server:
             mask,
             model,
             blend,
-            time.monotonic() + self.settings.request_timeout,
+            self.settings.request_timeout,
         )
 
     def _cancel(self, router, target: Any) -> dict[str, Any]:

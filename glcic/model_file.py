@@ -12,17 +12,16 @@ every shape matches the architecture, and every value is finite. Each failure na
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save_file
 
 from glcic.atomic import atomic_write_with
@@ -213,108 +212,112 @@ def save_model(
 
 def read_model_metadata(path: str | os.PathLike[str]) -> ModelMetadata:
     """Read only the header: cheap, for listing models without loading weights."""
-    with _open(Path(path)) as handle:
-        return _parse_header(Path(path), handle.metadata())
+    path = Path(path)
+    header, _ = _read_file(path, header_only=True)
+    return _parse_header(path, header.get("__metadata__"))
 
 
 def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> CompletionModel:
-    """Load a model file into a network in eval mode; raises `ModelFileError` on any defect."""
+    """Load a model file into a network in eval mode; raises `ModelFileError` on any defect.
+
+    The file is read into memory first rather than memory-mapped: a file overwritten in place
+    while it loads (a plain copy over it) then gives a clear error instead of a SIGBUS that
+    would kill the process, and the daemon keeps serving the previous version.
+    """
     path = Path(path)
-    with _open(path) as handle:
-        metadata = _parse_header(path, handle.metadata())
-        network = CompletionNetwork(metadata.width)
-        expected = network.state_dict()
-        found = set(handle.keys())
-        missing = sorted(set(expected) - found)
-        unexpected = sorted(found - set(expected))
-        if missing:
+    header, data = _read_file(path)
+    metadata = _parse_header(path, header.get("__metadata__"))
+    network = CompletionNetwork(metadata.width)
+    expected = network.state_dict()
+    found = {name for name in header if name != "__metadata__"}
+    missing = sorted(set(expected) - found)
+    unexpected = sorted(found - set(expected))
+    if missing:
+        raise ModelFileError(f"{path}: tensor {missing[0]!r} is missing ({len(missing)} in all)")
+    if unexpected:
+        raise ModelFileError(
+            f"{path}: unexpected tensor {unexpected[0]!r} for a width-{metadata.width} network"
+        )
+    for name, reference in expected.items():
+        shape = tuple(header[name].get("shape", ())) if isinstance(header[name], dict) else None
+        if shape != tuple(reference.shape):
             raise ModelFileError(
-                f"{path}: tensor {missing[0]!r} is missing ({len(missing)} in all)"
+                f"{path}: tensor {name!r} has shape {shape}, expected "
+                f"{tuple(reference.shape)} for a width-{metadata.width} network"
             )
-        if unexpected:
+    try:
+        tensors = load_safetensors_bytes(data)
+    except SafetensorError as error:
+        raise ModelFileError(f"{path}: the tensors cannot be read ({error})") from None
+    state: dict[str, torch.Tensor] = {}
+    for name, reference in expected.items():
+        tensor = tensors[name]
+        allowed = (
+            {torch.float32, torch.float16} if reference.is_floating_point() else {reference.dtype}
+        )
+        if tensor.dtype not in allowed:
             raise ModelFileError(
-                f"{path}: unexpected tensor {unexpected[0]!r} for a width-{metadata.width} network"
+                f"{path}: tensor {name!r} is stored as {tensor.dtype}, expected {reference.dtype}"
             )
-        state: dict[str, torch.Tensor] = {}
-        for name, reference in expected.items():
-            shape = tuple(handle.get_slice(name).get_shape())
-            if shape != tuple(reference.shape):
-                raise ModelFileError(
-                    f"{path}: tensor {name!r} has shape {shape}, expected "
-                    f"{tuple(reference.shape)} for a width-{metadata.width} network"
-                )
-            try:
-                tensor = handle.get_tensor(name)
-            except SafetensorError as error:
-                raise ModelFileError(f"{path}: tensor {name!r} cannot be read: {error}") from None
-            allowed = (
-                {torch.float32, torch.float16}
-                if reference.is_floating_point()
-                else {reference.dtype}
-            )
-            if tensor.dtype not in allowed:
-                raise ModelFileError(
-                    f"{path}: tensor {name!r} is stored as {tensor.dtype}, "
-                    f"expected {reference.dtype}"
-                )
-            if reference.is_floating_point():
-                tensor = tensor.to(torch.float32)
-                if not torch.isfinite(tensor).all():
-                    raise ModelFileError(f"{path}: tensor {name!r} holds NaN or infinite values")
-                if name.endswith("running_var") and (tensor < 0).any():
-                    raise ModelFileError(f"{path}: tensor {name!r} holds negative variances")
-            state[name] = tensor
+        if reference.is_floating_point():
+            tensor = tensor.to(torch.float32)
+            if not torch.isfinite(tensor).all():
+                raise ModelFileError(f"{path}: tensor {name!r} holds NaN or infinite values")
+            if name.endswith("running_var") and (tensor < 0).any():
+                raise ModelFileError(f"{path}: tensor {name!r} holds negative variances")
+        state[name] = tensor
     network.load_state_dict(state)
     network.eval()
     network.to(device)
     return CompletionModel(network, metadata)
 
 
-@contextlib.contextmanager
-def _open(path: Path) -> Iterator[Any]:
-    """`safe_open` with every failure translated into a `ModelFileError` that says why."""
+def _read_file(path: Path, header_only: bool = False) -> tuple[dict[str, Any], bytes]:
+    """The safetensors JSON header and (unless header_only) the whole file's bytes."""
     if not path.exists():
         raise ModelFileError(f"{path}: no such model file")
     if not path.is_file():
         raise ModelFileError(f"{path}: not a file")
-    size = path.stat().st_size
-    if size < 8:
-        raise ModelFileError(f"{path}: file is empty or truncated ({size} bytes)")
-    _check_safetensors_prefix(path, size)
     try:
-        handle = safe_open(str(path), framework="pt", device="cpu")
-    except SafetensorError as error:
-        message = str(error)
-        if "incomplete" in message.lower():
-            raise ModelFileError(
-                f"{path}: the file is truncated (its header promises more data than it holds)"
-            ) from None
-        raise ModelFileError(f"{path}: not a readable safetensors file ({message})") from None
+        with open(path, "rb") as handle:
+            prefix = handle.read(8)
+            if len(prefix) < 8:
+                raise ModelFileError(f"{path}: file is empty or truncated ({len(prefix)} bytes)")
+            length = int.from_bytes(prefix, "little")
+            first = handle.read(1)
+            if length == 0 or length > _MAX_HEADER_BYTES or first != b"{":
+                raise ModelFileError(
+                    f"{path}: not a glcic model file (not in safetensors format; a PyTorch "
+                    ".pt/.pth or Torch7 .t7 file must be converted first, e.g. with "
+                    "'glcic import-t7')"
+                )
+            text = first + handle.read(length - 1)
+            if len(text) < length:
+                raise ModelFileError(f"{path}: the file is truncated (it ends inside its header)")
+            rest = b"" if header_only else handle.read()
     except OSError as error:
         raise ModelFileError(f"{path}: cannot be read: {error.strerror or error}") from None
-    with handle:
-        yield handle
+    try:
+        header = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        raise ModelFileError(f"{path}: not a readable safetensors file (bad header)") from None
+    if not isinstance(header, dict):
+        raise ModelFileError(f"{path}: not a readable safetensors file (bad header)")
+    if not header_only:
+        ends = [
+            entry.get("data_offsets", [0, 0])[1]
+            for name, entry in header.items()
+            if name != "__metadata__" and isinstance(entry, dict)
+        ]
+        if len(rest) < max(ends, default=0):
+            raise ModelFileError(
+                f"{path}: the file is truncated (its header promises more data than it holds)"
+            )
+    return header, prefix + text + rest
 
 
 #: A glcic header is a few kilobytes; a larger claim means the file is something else.
 _MAX_HEADER_BYTES = 16 * 1024 * 1024
-
-
-def _check_safetensors_prefix(path: Path, size: int) -> None:
-    """A safetensors file starts with its JSON header's length (u64, little endian), then '{'."""
-    try:
-        with open(path, "rb") as handle:
-            prefix = handle.read(9)
-    except OSError as error:
-        raise ModelFileError(f"{path}: cannot be read: {error.strerror or error}") from None
-    header_length = int.from_bytes(prefix[:8], "little")
-    if header_length == 0 or header_length > _MAX_HEADER_BYTES or prefix[8:9] != b"{":
-        raise ModelFileError(
-            f"{path}: not a glcic model file (not in safetensors format; a PyTorch .pt/.pth or "
-            f"Torch7 .t7 file must be converted first, e.g. with 'glcic import-t7')"
-        )
-    if 8 + header_length > size:
-        raise ModelFileError(f"{path}: the file is truncated (it ends inside its header)")
 
 
 def _parse_header(path: Path, header: dict[str, str] | None) -> ModelMetadata:

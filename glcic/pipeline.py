@@ -32,8 +32,9 @@ DEFAULT_MAX_WORKING_SIDE = 1024
 #: At least this share of a crop must be known pixels for the network to complete from.
 MIN_KNOWN_FRACTION = 0.01
 
-#: Crops of equal size are batched, up to this many working pixels per batch.
-_MAX_BATCH_PIXELS = 2048 * 2048
+#: Crops of equal size are batched, up to this many working pixels per batch: enough to keep
+#: a GPU busy, small enough that a cancel or timeout never waits long for the batch in flight.
+_MAX_BATCH_PIXELS = 1024 * 1024
 
 #: Known pixels kept around a hole box for blending (Poisson boundary, Telea neighbourhood).
 _BLEND_RING = 8
@@ -118,6 +119,8 @@ def complete(
             report.network_seconds += time.perf_counter() - network_start
             blend_start = time.perf_counter()
             for plan, fill in zip(chunk, fills, strict=True):
+                if should_cancel is not None and should_cancel():
+                    raise CancelledError("cancelled")
                 _write_back(result, origin, image, mask, plan, fill, blend)
             report.blend_seconds += time.perf_counter() - blend_start
             done += len(chunk)

@@ -499,3 +499,42 @@ def test_remote_region_requests_give_the_whole_image_result(daemon: Daemon, boxe
     out = rgba.copy()
     out[region.y : region.y + height, region.x : region.x + width] = region.pixels
     assert np.array_equal(out, expected)
+
+
+def test_model_file_overwritten_in_place_or_unreadable_keeps_the_daemon_serving(
+    tmp_path: Path,
+) -> None:
+    home = tmp_path / "home"
+    path = _save_tiny(home, "tiny")
+    running = Daemon(home, "--model", "tiny")
+    running.start()
+    try:
+        client = running.client()
+        rgba, mask = _job(9)
+        expected = complete(rgba, mask, make_tiny_model(0))
+        data = path.read_bytes()
+        with open(path, "r+b") as handle:  # a copy over the file, caught half way
+            handle.truncate(len(data) // 2)
+        client.reload()
+        assert "truncated" in client.status()["model_errors"]["tiny"]
+        assert np.array_equal(_remote(client, rgba, mask), expected)
+        loop = home / "models" / "loop.safetensors"
+        loop.symlink_to(loop)  # a symlink loop: stat() fails with ELOOP
+        client.reload()
+        assert "loop" in client.status()["model_errors"]
+        assert np.array_equal(_remote(client, rgba, mask), expected)
+        with pytest.raises(DaemonError) as error:  # a name too long for the file system
+            _remote(client, rgba, mask, model="x" * 300)
+        assert error.value.code == protocol.UNKNOWN_MODEL
+        assert client.ping()["pid"] == running.pid()
+    finally:
+        running.stop()
+
+
+def test_connection_file_readable_by_others_is_refused(daemon: Daemon) -> None:
+    daemon.connection_file.chmod(0o644)
+    try:
+        with pytest.raises(DaemonNotRunning, match="readable by you only"):
+            daemon.client()
+    finally:
+        daemon.connection_file.chmod(0o600)

@@ -327,3 +327,43 @@ def test_export_carries_the_last_evaluation_table(tmp_path, data_dir, monkeypatc
     model = load_model(tmp_path / "home" / "models" / "evaluated.safetensors")
     assert "21.5" in model.metadata.extra["evaluation"]
     assert model.metadata.extra["training_config"]["image_size"] == 32
+
+
+def test_sigterm_to_the_process_group_with_loader_workers_still_checkpoints(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """systemd, SLURM and terminals signal the whole group, DataLoader workers included."""
+    run = tmp_path / "run"
+    args = ["--data", str(data_dir), "--out", str(run), *TINY, "--workers", "2",
+            "--total-steps", "100000", "--checkpoint-every", "100000",
+            "--sample-every", "100000"]  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-m", "glcic.training.train", *args],
+        stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    seen = []
+    for line in process.stderr:
+        seen.append(line)
+        if "step 10/" in line:
+            break
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        _, rest = process.communicate(timeout=180)  # generous: CI machines are shared
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        raise AssertionError("no exit after SIGTERM:\n" + "".join(seen[-20:])) from None
+    assert process.returncode == 128 + signal.SIGTERM, rest
+    ((step, _),) = list_checkpoints(run)
+    assert step >= 10
+
+
+def test_resume_refuses_changes_that_break_the_run(tmp_path: Path, data_dir: Path, capsys):
+    run = tmp_path / "run"
+    assert main(["--data", str(data_dir), "--out", str(run), *TINY, "--stop-at", "2"]) == 0
+    before = (run / "config.json").read_text()
+    assert main(["--out", str(run), "--resume", "--width", "0.125"]) == 2
+    assert main(["--out", str(run), "--resume", "--batch-size", "4"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot change width" in err and "batch_size" in err and "Traceback" not in err
+    assert (run / "config.json").read_text() == before
+    assert main(["--out", str(run), "--resume", "--total-steps", "9", "--stop-at", "3"]) == 0

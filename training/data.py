@@ -24,6 +24,15 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 
 log = logging.getLogger("glcic.training")
 
+#: What a broken, truncated, foreign or absurdly large image file raises while decoding.
+_UNREADABLE = (
+    OSError,
+    UnidentifiedImageError,
+    SyntaxError,
+    ValueError,
+    Image.DecompressionBombError,
+)
+
 
 class DataError(GlcicError):
     """The training data cannot be used."""
@@ -49,7 +58,7 @@ def usable_images(paths: Sequence[Path]) -> tuple[list[Path], list[Path]]:
             with Image.open(path) as image:
                 image.verify()
             usable.append(path)
-        except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as error:
+        except _UNREADABLE as error:
             log.warning("skipping unreadable image %s (%s)", path, error)
             skipped.append(path)
     return usable, skipped
@@ -84,7 +93,7 @@ class HoleDataset(Dataset):
             try:
                 image = load_rgb(path)
                 break
-            except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as error:
+            except _UNREADABLE as error:
                 log.warning("skipping image that fails to decode: %s (%s)", path, error)
         else:
             raise DataError("no image in the data decodes")
@@ -153,7 +162,7 @@ def mean_colour(paths: Sequence[Path], count: int, seed: int) -> tuple[float, fl
     for index in sorted(chosen.tolist()):
         try:
             image = load_rgb(paths[index])
-        except (OSError, UnidentifiedImageError, SyntaxError, ValueError):
+        except _UNREADABLE:
             continue
         image.thumbnail((256, 256))
         array = np.asarray(image, dtype=np.float64) / 255.0

@@ -21,7 +21,13 @@ import torch.distributed as dist
 from glcic.errors import GlcicError
 from glcic.model_file import load_model
 from glcic.training.checkpoint import CheckpointError, list_checkpoints, load_latest_checkpoint
-from glcic.training.config import PRESETS, add_config_flags, build_config, flag_overrides
+from glcic.training.config import (
+    PRESETS,
+    TrainConfig,
+    add_config_flags,
+    build_config,
+    flag_overrides,
+)
 from glcic.training.export import export_run
 from glcic.training.reporting import setup_logging
 from glcic.training.trainer import Trainer, distributed_from_env
@@ -72,6 +78,28 @@ def _export(argv: Sequence[str]) -> int:
     return 0
 
 
+#: Fields a resumed run cannot change: they shape the networks or the data stream it continues.
+FROZEN_ON_RESUME = (
+    "width", "image_size", "local_size", "batch_size", "seed", "rescale_min", "rescale_max",
+    "hole_min", "hole_max", "freeform_fraction", "flip",
+)  # fmt: skip
+
+
+def _check_resumable(saved: TrainConfig, wanted: TrainConfig, state: dict, world: int) -> None:
+    changed = [f for f in FROZEN_ON_RESUME if getattr(saved, f) != getattr(wanted, f)]
+    if changed:
+        raise GlcicError(
+            f"--resume cannot change {', '.join(changed)} (the run was started with "
+            + ", ".join(f"{f}={getattr(saved, f)}" for f in changed)
+            + "); start a new run, or fine-tune from an export with --init"
+        )
+    if int(state.get("world_size", 1)) != world:
+        raise GlcicError(
+            f"the run was checkpointed with {state.get('world_size', 1)} processes; resume it "
+            f"with the same number (not {world}), or the data stream would not continue exactly"
+        )
+
+
 def _train(argv: Sequence[str]) -> int:
     args = _train_parser().parse_args(argv)
     distributed = distributed_from_env()
@@ -95,6 +123,8 @@ def _train(argv: Sequence[str]) -> int:
                 "or choose another --out"
             )
         config = build_config(args.preset, args.config, flag_overrides(args), base=base)
+        if state is not None:
+            _check_resumable(TrainConfig(**state["config"]), config, state, distributed.world)
         data = args.data or ([Path(p) for p in state["data_dirs"]] if state else None)
         if not data:
             raise GlcicError("--data: give at least one image folder")
@@ -106,10 +136,10 @@ def _train(argv: Sequence[str]) -> int:
                     f"--init model has width {init_model.metadata.width:g} but the config "
                     f"asks for {config.width:g}; pass --width {init_model.metadata.width:g}"
                 )
+        trainer = Trainer(config, data, args.out, init_model, state, device=args.device)
         if distributed.is_main:
             args.out.mkdir(parents=True, exist_ok=True)
             (args.out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
-        trainer = Trainer(config, data, args.out, init_model, state, device=args.device)
         status = trainer.train(stop_at=args.stop_at)
         finished = trainer.step >= config.total_steps
         if status == 0 and finished and args.export and distributed.is_main:

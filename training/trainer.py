@@ -327,6 +327,11 @@ class Trainer:
     def _install_signal_handlers(self) -> None:
         def request_stop(signum: int, _frame: Any) -> None:
             self.stop_signal = signum
+            # A signal sent to the whole process group (systemd, SLURM, a terminal) also ends
+            # the DataLoader workers; PyTorch's SIGCHLD handler would then raise in the middle
+            # of the final checkpoint. We are stopping anyway: let the workers go quietly.
+            if hasattr(signal, "SIGCHLD"):
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
 
         signal.signal(signal.SIGINT, request_stop)
         signal.signal(signal.SIGTERM, request_stop)
@@ -366,10 +371,17 @@ class Trainer:
         counted = 0
         window_start = time.monotonic()
         run_start = window_start
+        batches: Any = None
         try:
             batches = iter(self._loader())
             while self.step < end and self.stop_signal is None:
-                losses = self.train_step(next(batches))
+                try:
+                    batch = next(batches)
+                except RuntimeError:
+                    if self.stop_signal is None:
+                        raise
+                    break  # the workers were stopped by the same signal: no batch, no step
+                losses = self.train_step(batch)
                 self.step += 1
                 counted += 1
                 for key, value in losses.items():  # summed on device: no host sync per step
@@ -403,6 +415,7 @@ class Trainer:
             if metrics is not None:
                 metrics.close()
         if self.stop_signal is not None:
+            batches = None  # shuts the remaining loader workers down before the checkpoint
             log.warning(
                 "stopped by signal %d at step %d; saving a checkpoint", self.stop_signal, self.step
             )
