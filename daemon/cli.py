@@ -62,6 +62,15 @@ def _running_client(timeout: float = 5.0) -> Client | None:
         return None
 
 
+def _require_running() -> Client:
+    client = _running_client()
+    if client is None:
+        raise DaemonNotRunning(
+            "the glcic daemon is not running (start it with: glcic-daemon start)"
+        )
+    return client
+
+
 def _describe(status: dict) -> str:
     return (
         f"glcic daemon running (pid {status['pid']}) at {status['address']}, "

@@ -24,7 +24,13 @@ from PIL import Image
 
 from glcic import ModelMetadata, complete, new_model, save_model
 from glcic.daemon import client as protocol
-from glcic.daemon.client import Client, DaemonError, DaemonNotRunning, read_connection_file
+from glcic.daemon.client import (
+    Client,
+    ClientError,
+    DaemonError,
+    DaemonNotRunning,
+    read_connection_file,
+)
 
 
 def _daemon_cli(home: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
@@ -421,7 +427,7 @@ def test_sigkill_then_start_again(tmp_path: Path) -> None:
     os.kill(old_pid, signal.SIGKILL)
     time.sleep(0.5)
     assert running.connection_file.exists()  # stale, left behind
-    with pytest.raises(Exception):  # noqa: B017 - the stale file points at a dead daemon
+    with pytest.raises(ClientError):  # the stale file points at a dead daemon
         Client(running.connection_file, timeout=1.0).ping()
     result = running.start()
     try:
