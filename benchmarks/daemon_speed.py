@@ -57,16 +57,6 @@ def _interleaved_medians(functions, repeats: int) -> list[float]:
     return [statistics.median(t) for t in times]
 
 
-def _median_time(function, repeats: int) -> float:
-    function()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--width", type=float, default=1.0)
@@ -124,7 +114,9 @@ def main() -> None:
             for thread in threads:
                 thread.join()
             elapsed = time.perf_counter() - start
-            single = _median_time(lambda: client.complete(256, 256, pixels, mask_bytes), 5)
+            (single,) = _interleaved_medians(
+                [lambda: client.complete(256, 256, pixels, mask_bytes)], 5
+            )
             print(
                 f"\n8 concurrent clients x {per_client} requests (256x256, 48x48 hole): "
                 f"{len(done) / elapsed:.1f} requests/s ({len(done)} in {elapsed:.1f} s); "

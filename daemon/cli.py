@@ -167,12 +167,7 @@ def _stop(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    client = _running_client()
-    if client is None:
-        raise DaemonNotRunning(
-            "the glcic daemon is not running (start it with: glcic-daemon start)"
-        )
-    status = client.status()
+    status = _require_running().status()
     print(_describe(status))
     print(
         f"  version {status['version']}, protocol {status['protocol']}, "
@@ -187,12 +182,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
-    client = _running_client()
-    if client is None:
-        raise DaemonNotRunning(
-            "the glcic daemon is not running (start it with: glcic-daemon start)"
-        )
-    models = client.models()
+    models = _require_running().models()
     if not models:
         print("no models (put .safetensors files in the model directory)")
     for model in models:

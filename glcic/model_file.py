@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -161,9 +161,6 @@ class CompletionModel:
     def to(self, device: str | torch.device) -> CompletionModel:
         self.network.to(device)
         return self
-
-    def with_metadata(self, **changes: Any) -> CompletionModel:
-        return CompletionModel(self.network, replace(self.metadata, **changes))
 
 
 def new_model(metadata: ModelMetadata | None = None) -> CompletionModel:

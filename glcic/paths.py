@@ -8,7 +8,6 @@ Nothing is ever written to the current directory.
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 
 import platformdirs
@@ -31,15 +30,12 @@ def models_dir() -> Path:
 def runtime_dir() -> Path:
     """Connection file and lock of the running daemon.
 
-    The thin client (glcic.daemon.client.default_runtime_dir) finds it the same way; tests keep
-    the two in step.
+    The rule lives in the thin client (which plugins run without the rest of glcic), so the
+    daemon writes exactly where every client looks.
     """
-    home = _home()
-    if home:
-        return home / "run"
-    with warnings.catch_warnings():  # its fallback for an unset XDG_RUNTIME_DIR is fine here
-        warnings.simplefilter("ignore")
-        return platformdirs.user_runtime_path(APP_NAME)
+    from glcic.daemon.client import default_runtime_dir
+
+    return default_runtime_dir()
 
 
 def log_dir() -> Path:

@@ -52,6 +52,15 @@ class CompletionStats:
     total_seconds: float = 0.0
 
 
+@dataclass(frozen=True)
+class CompletedRegion:
+    """The part of the image a completion changed: the mask's bounding box."""
+
+    x: int
+    y: int
+    pixels: np.ndarray  # height x width x channels, uint8
+
+
 def complete(
     image: np.ndarray,
     mask: np.ndarray,
@@ -64,14 +73,13 @@ def complete(
     should_cancel: Callable[[], bool] | None = None,
     stats: CompletionStats | None = None,
     inplace: bool = False,
-    region_only: bool = False,
 ) -> np.ndarray:
     """Fill the selected region of `image` and return a new array of the same shape and dtype.
 
     With `inplace=True` the fill is written into `image` itself and `image` is returned, which
     saves one image-sized copy for callers that own their buffer (the daemon). Holes completed
-    later in the same call may then see earlier fills as context. With `region_only=True` only
-    the mask's bounding box is returned (use `complete_region`).
+    later in the same call may then see earlier fills as context. `complete_region` returns only
+    the part that changed.
 
     image: HxWx3 or HxWx4 uint8 (alpha is passed through untouched). mask: HxW uint8, 0 = keep,
     255 = fill, values between blend the fill in proportionally (a feathered selection). Pixels
@@ -79,9 +87,32 @@ def complete(
 
     Raises `InputError` for unusable input and `CancelledError` if `should_cancel()` turns true.
     """
+    target = "inplace" if inplace else "copy"
+    return _complete(
+        image, mask, model, target, blend=blend, margin=margin,
+        max_working_side=max_working_side, progress=progress, should_cancel=should_cancel,
+        stats=stats,
+    ).pixels  # fmt: skip
+
+
+def _complete(
+    image: np.ndarray,
+    mask: np.ndarray,
+    model: CompletionModel,
+    target: str,
+    *,
+    blend: str = "poisson",
+    margin: int = RECEPTIVE_FIELD_RADIUS,
+    max_working_side: int = DEFAULT_MAX_WORKING_SIDE,
+    progress: ProgressCallback | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+    stats: CompletionStats | None = None,
+) -> CompletedRegion:
+    """The pipeline, writing into `target`: "copy" (a new image), "inplace" (`image` itself) or
+    "region" (a new array of just the holes' bounding box)."""
     started = time.perf_counter()
     _validate(image, mask, blend, margin, max_working_side)
-    if inplace and not image.flags.writeable:
+    if target == "inplace" and not image.flags.writeable:
         raise InputError("inplace=True needs a writeable image array")
     report = stats if stats is not None else CompletionStats()
     notify = progress or (lambda stage, fraction: None)
@@ -96,11 +127,13 @@ def complete(
     for plan in plans:
         _check_known_context(mask, plan)
 
-    if inplace:
+    if target == "inplace":
         result, origin = image, (0, 0)
-    elif region_only:
-        x, y, w, h = cv2.boundingRect(mask)
-        result, origin = image[y : y + h, x : x + w].copy(), (x, y)
+    elif target == "region":  # the mask's bounding box: the union of the groups' boxes
+        box = groups[0].box
+        for group in groups[1:]:
+            box = box.union(group.box)
+        result, origin = image[box.slices].copy(), (box.x0, box.y0)
     else:
         result, origin = image.copy(), (0, 0)
     batches: dict[tuple[int, int], list[CropPlan]] = defaultdict(list)
@@ -126,16 +159,7 @@ def complete(
             done += len(chunk)
     notify("done", 1.0)
     report.total_seconds = time.perf_counter() - started
-    return result
-
-
-@dataclass(frozen=True)
-class CompletedRegion:
-    """The part of the image a completion changed: the mask's bounding box."""
-
-    x: int
-    y: int
-    pixels: np.ndarray  # height x width x channels, uint8
+    return CompletedRegion(origin[0], origin[1], result)
 
 
 def complete_region(
@@ -143,12 +167,7 @@ def complete_region(
 ) -> CompletedRegion:
     """Like `complete`, but returns only the mask's bounding box, so a caller that sends the
     change elsewhere (the daemon) never copies the whole image."""
-    if np.ndim(mask) == 2 and getattr(mask, "dtype", None) == np.uint8:
-        x, y, _, _ = cv2.boundingRect(mask)
-    else:
-        x = y = 0  # complete() reports what is wrong with the mask
-    pixels = complete(image, mask, model, region_only=True, **options)
-    return CompletedRegion(x, y, pixels)
+    return _complete(image, mask, model, "region", **options)
 
 
 def _validate(

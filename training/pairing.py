@@ -15,8 +15,9 @@ import numpy as np
 
 from glcic.errors import GlcicError
 from glcic.image_io import read_mask
+from glcic.training.data import IMAGE_SUFFIXES
+from glcic.training.data import find_images as find_training_images
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 BIN_LABELS = ("1-10%", "10-20%", "20-30%", "30-40%", "40-50%", "50-60%")
 #: NVIDIA's test masks are numbered in blocks of 2000 per hole-ratio bin.
 MASK_NUMBERS_PER_BIN = 2000
@@ -34,16 +35,14 @@ _MASK_NAME = re.compile(r"^(\d{5})\.png$", re.IGNORECASE)
 
 
 def find_images(directory: Path) -> list[Path]:
-    """Image files under `directory` (recursive), sorted by relative path: the pairing's order."""
+    """Image files under `directory` (recursive), sorted by path: the pairing's order.
+
+    The same search as the training data's, so a folder evaluates as it trains.
+    """
     directory = Path(directory)
     if not directory.is_dir():
         raise EvaluationError(f"{directory}: no such folder of images")
-    found = [
-        path
-        for path in directory.rglob("*")
-        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
-    ]
-    found.sort(key=lambda path: path.relative_to(directory).parts)
+    found = find_training_images([directory])
     if not found:
         raise EvaluationError(
             f"{directory}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})"
