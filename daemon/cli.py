@@ -239,6 +239,23 @@ def _complete(args: argparse.Namespace) -> int:
     return 0
 
 
+def _install_plugin(args: argparse.Namespace) -> int:
+    import importlib
+
+    installer = importlib.import_module(f"glcic.daemon.install_{args.host}")
+    try:
+        report = installer.install(args.dest, args.python)
+    except OSError as error:
+        raise GlcicError(f"could not install the {args.host} plugin: {error}") from None
+    for path in report.installed:
+        print(f"installed {path}")
+    for note in report.notes:
+        print(note)
+    for problem in report.problems:
+        print(f"{PROG}: warning: {problem}", file=sys.stderr)
+    return 1 if report.problems else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="The local glcic completion daemon.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -265,6 +282,20 @@ def build_parser() -> argparse.ArgumentParser:
     completer.add_argument("--model")
     completer.add_argument("--blend", default="poisson", choices=["poisson", "none"])
     completer.set_defaults(handler=_complete)
+    installer = commands.add_parser(
+        "install-plugin", help="install the Krita or GIMP plugin for this user"
+    )
+    installer.add_argument("host", choices=["krita", "gimp"])
+    installer.add_argument(
+        "--dest", type=Path, help="the host's plugin folder (default: its usual per-user one)"
+    )
+    installer.add_argument(
+        "--python",
+        metavar="X.Y",
+        help="the host's own Python version, for builds that bundle one (AppImage, Windows, "
+        "macOS): pyzmq and msgpack for it are put beside the plugin",
+    )
+    installer.set_defaults(handler=_install_plugin)
     return parser
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 import os
 import struct
 import sys
@@ -33,6 +34,12 @@ import zmq
 PROTOCOL_VERSION = 1
 CONNECTION_FILE_NAME = "daemon.json"
 APP_NAME = "glcic"
+
+#: How far past a hole the completion network reads, in working pixels (the same number as
+#: glcic.networks.RECEPTIVE_FIELD_RADIUS; a test keeps them equal).
+RECEPTIVE_FIELD_RADIUS = 152
+#: The largest crop side the daemon works at (glcic.pipeline.DEFAULT_MAX_WORKING_SIDE).
+MAX_WORKING_SIDE = 1024
 
 #: Operations that change nothing, so a lost reply may be retried on a fresh socket.
 IDEMPOTENT = frozenset({"ping", "status", "models"})
@@ -215,6 +222,40 @@ def read_connection_file(path: Path | None = None) -> Connection:
         ) from None
 
 
+# -- what to send ---------------------------------------------------------------------------
+
+
+def context_box(
+    box: tuple[int, int, int, int],
+    image_size: tuple[int, int],
+    max_hole_side: int,
+) -> tuple[int, int, int, int]:
+    """The part of an image to send for a selection inside `box` = (x0, y0, x1, y1).
+
+    The daemon reads an image only around each hole: the hole's box plus a context that grows as
+    a thick hole is scaled down to the model's trained hole size (`max_hole_side`, from the
+    model's metadata), shifted inward at image edges. This is a bound on all of that, computed
+    from the selection's box alone, so a plugin can read just these pixels from a huge layer and
+    get the same fill, bit for bit, as for the whole layer. Returns (x0, y0, x1, y1) inside
+    `image_size` = (width, height).
+    """
+    x0, y0, x1, y1 = box
+    width, height = image_size
+    box_w, box_h = max(1, x1 - x0), max(1, y1 - y0)
+    # A hole's thickness is at most its box's short side (plus rounding and, for huge holes,
+    # the subsampling step of the distance transform).
+    subsampling = math.ceil(math.sqrt(box_w * box_h / 4_000_000))
+    thickness = min(box_w, box_h) + 2 + 2 * subsampling
+    scale = min(
+        1.0,
+        max_hole_side / thickness,
+        (MAX_WORKING_SIDE - 2 * RECEPTIVE_FIELD_RADIUS) / max(box_w, box_h),
+    )
+    # Crops are shifted inward at image edges, so they can reach twice the context past a hole.
+    reach = 2 * math.ceil(RECEPTIVE_FIELD_RADIUS / scale) + 1
+    return (max(0, x0 - reach), max(0, y0 - reach), min(width, x1 + reach), min(height, y1 + reach))
+
+
 # -- the client ------------------------------------------------------------------------------
 
 
@@ -339,6 +380,19 @@ class Client:
 
     def models(self) -> list[dict[str, Any]]:
         return list(self.request("models")["models"])
+
+    def hole_size_limit(self, model: str | None = None) -> int:
+        """The largest hole side `model` (None: the default) was trained on; raises DaemonError
+        when the daemon has no such model."""
+        for entry in self.models():
+            if entry["name"] == model or (model is None and entry["default"]):
+                metadata = entry.get("metadata") or {}
+                return int(metadata.get("hole_size_range", (96, 128))[1])
+        if model is None:
+            raise DaemonError(
+                NO_MODEL, "the daemon has no default model (see: glcic-daemon models)"
+            )
+        raise DaemonError(UNKNOWN_MODEL, f"the daemon has no model named {model!r}")
 
     def reload(self) -> dict[str, Any]:
         return self.request("reload", timeout=max(self.timeout, 60.0))

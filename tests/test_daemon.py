@@ -6,8 +6,6 @@ import json
 import os
 import signal
 import stat
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -18,6 +16,7 @@ import pytest
 import torch
 import zmq
 from conftest import make_tiny_model
+from daemon_support import Daemon, daemon_cli, save_tiny
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -31,70 +30,6 @@ from glcic.daemon.client import (
     DaemonNotRunning,
     read_connection_file,
 )
-
-
-def _daemon_cli(home: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
-    env = {**os.environ, "GLCIC_HOME": str(home), "OMP_NUM_THREADS": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "glcic.daemon.cli", *args],
-        capture_output=True, text=True, timeout=timeout, env=env,
-    )  # fmt: skip
-
-
-class Daemon:
-    """A real daemon process under a private GLCIC_HOME."""
-
-    def __init__(self, home: Path, *options: str) -> None:
-        self.home = home
-        self.options = options
-        (home / "models").mkdir(parents=True, exist_ok=True)
-
-    @property
-    def connection_file(self) -> Path:
-        return self.home / "run" / "daemon.json"
-
-    def start(self) -> subprocess.CompletedProcess:
-        result = _daemon_cli(self.home, "start", *self.options)
-        assert result.returncode == 0, result.stderr + self.log()
-        return result
-
-    def client(self, timeout: float = 20.0) -> Client:
-        return Client(self.connection_file, timeout=timeout)
-
-    def pid(self) -> int:
-        return read_connection_file(self.connection_file).pid
-
-    def log(self) -> str:
-        path = self.home / "logs" / "daemon.log"
-        return path.read_text() if path.exists() else ""
-
-    def stop(self) -> None:
-        if not self.connection_file.exists():
-            return
-        pid = self.pid()
-        _daemon_cli(self.home, "stop", timeout=60)
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        os.kill(pid, signal.SIGKILL)
-
-
-def _save_tiny(home: Path, name: str, seed: int = 0) -> Path:
-    path = home / "models" / f"{name}.safetensors"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_model(make_tiny_model(seed), path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory) -> Daemon:
-    home = tmp_path_factory.mktemp("home")
-    _save_tiny(home, "tiny")
-    running = Daemon(home, "--model", "tiny", "--device", "cpu")
-    running.start()
-    yield running
-    running.stop()
 
 
 def _job(seed: int, size: tuple[int, int] = (48, 64)) -> tuple[np.ndarray, np.ndarray]:
@@ -328,7 +263,7 @@ def test_busy_queue_cancel_and_timeout(tmp_path: Path) -> None:
     # A half-width model makes each job take seconds, far longer than a cancel's round trip.
     torch.manual_seed(0)
     save_model(new_model(ModelMetadata(width=0.5)), home / "models" / "slow.safetensors")
-    _save_tiny(home, "tiny")
+    save_tiny(home, "tiny")
     running = Daemon(home, "--max-queue", "1", "--model", "slow")
     running.start()
     try:
@@ -385,7 +320,7 @@ def test_busy_queue_cancel_and_timeout(tmp_path: Path) -> None:
 
 def test_hot_reload_and_a_corrupt_file(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    _save_tiny(home, "tiny", seed=0)
+    save_tiny(home, "tiny", seed=0)
     running = Daemon(home, "--model", "tiny")
     running.start()
     try:
@@ -393,12 +328,12 @@ def test_hot_reload_and_a_corrupt_file(tmp_path: Path) -> None:
         rgba, mask = _job(5)
         before = _remote(client, rgba, mask)
         # A new model file dropped in (atomically) is usable at the next request.
-        _save_tiny(home, "second", seed=1)
+        save_tiny(home, "second", seed=1)
         assert np.array_equal(
             _remote(client, rgba, mask, model="second"), complete(rgba, mask, make_tiny_model(1))
         )
         # The default model replaced by a newer version: used from the next request.
-        _save_tiny(home, "tiny", seed=2)
+        save_tiny(home, "tiny", seed=2)
         assert np.array_equal(_remote(client, rgba, mask), complete(rgba, mask, make_tiny_model(2)))
         # A corrupt file: reported, and the previous version stays in service.
         path = home / "models" / "tiny.safetensors"
@@ -420,7 +355,7 @@ def test_hot_reload_and_a_corrupt_file(tmp_path: Path) -> None:
 
 def test_sigkill_then_start_again(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    _save_tiny(home, "tiny")
+    save_tiny(home, "tiny")
     running = Daemon(home)
     running.start()
     old_pid = running.pid()
@@ -440,7 +375,7 @@ def test_sigkill_then_start_again(tmp_path: Path) -> None:
 
 def test_second_start_reports_the_running_one_and_sigterm_cleans_up(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    _save_tiny(home, "tiny")
+    save_tiny(home, "tiny")
     running = Daemon(home)
     running.start()
     again = running.start()
@@ -452,7 +387,7 @@ def test_second_start_reports_the_running_one_and_sigterm_cleans_up(tmp_path: Pa
             break
         time.sleep(0.1)
     assert not running.connection_file.exists()
-    result = _daemon_cli(home, "status")
+    result = daemon_cli(home, "status")
     assert result.returncode == 2 and "not running" in result.stderr
 
 
@@ -460,7 +395,7 @@ def test_cli_complete_through_the_daemon(daemon: Daemon, tmp_path: Path) -> None
     rgba, mask = _job(7, size=(60, 80))
     Image.fromarray(rgba[..., :3]).save(tmp_path / "in.png")
     Image.fromarray(mask).save(tmp_path / "mask.png")
-    result = _daemon_cli(
+    result = daemon_cli(
         daemon.home,
         "complete",
         str(tmp_path / "in.png"),
@@ -470,14 +405,14 @@ def test_cli_complete_through_the_daemon(daemon: Daemon, tmp_path: Path) -> None
     assert result.returncode == 0, result.stderr
     local = complete(rgba[..., :3].copy(), mask, make_tiny_model(0))
     assert np.array_equal(np.asarray(Image.open(tmp_path / "out.png")), local)
-    models = _daemon_cli(daemon.home, "models")
+    models = daemon_cli(daemon.home, "models")
     assert models.returncode == 0 and "* tiny" in models.stdout
 
 
 def test_without_a_daemon_clients_get_a_clear_message(tmp_path: Path) -> None:
     with pytest.raises(DaemonNotRunning, match="glcic-daemon start"):
         Client(tmp_path / "run" / "daemon.json")
-    result = _daemon_cli(tmp_path, "complete", "a.png", "b.png", "c.png")
+    result = daemon_cli(tmp_path, "complete", "a.png", "b.png", "c.png")
     assert result.returncode == 2 and "Traceback" not in result.stderr
 
 
@@ -511,7 +446,7 @@ def test_model_file_overwritten_in_place_or_unreadable_keeps_the_daemon_serving(
     tmp_path: Path,
 ) -> None:
     home = tmp_path / "home"
-    path = _save_tiny(home, "tiny")
+    path = save_tiny(home, "tiny")
     running = Daemon(home, "--model", "tiny")
     running.start()
     try:

@@ -1,0 +1,76 @@
+"""Reading a layer and writing the fill layer, in whatever colour space the document uses.
+
+The daemon works on 8-bit sRGB RGBA. An 8-bit sRGB RGBA layer is read as it is; any other depth,
+model or profile (16-bit integer, 16/32-bit float, grayscale, CMYK, wide-gamut profiles) is
+converted by Krita's own colour engine on a scratch document that holds a copy of just the
+region, and the fill is converted back to the document's colour space the same way. The user's
+document is only touched once, by adding the finished layer.
+"""
+
+from __future__ import annotations
+
+from krita import Document, Krita, Node
+
+from .glcic_plugin_common import Rect, fill_layer_pixels, swap_red_blue
+
+_SRGB_PROFILES = ("sRGB-elle-V2-srgbtrc.icc", "sRGB built-in")
+_DAEMON_SPACE = ("RGBA", "U8", "sRGB-elle-V2-srgbtrc.icc")
+
+ColorSpace = tuple[str, str, str]
+
+
+def node_space(node: Node) -> ColorSpace:
+    return (node.colorModel(), node.colorDepth(), node.colorProfile())
+
+
+def document_space(document: Document) -> ColorSpace:
+    return (document.colorModel(), document.colorDepth(), document.colorProfile())
+
+
+def is_daemon_space(space: ColorSpace) -> bool:
+    model, depth, profile = space
+    return model == "RGBA" and depth == "U8" and profile in _SRGB_PROFILES
+
+
+def convert(
+    pixels: bytes, width: int, height: int, source: ColorSpace, target: ColorSpace
+) -> bytes:
+    """Convert raw pixels between colour spaces with Krita's engine, on a scratch document."""
+    scratch = Krita.instance().createDocument(
+        width, height, "glcic colour conversion", source[0], source[1], source[2], 72.0
+    )
+    try:
+        layer = scratch.topLevelNodes()[0]
+        layer.setPixelData(pixels, 0, 0, width, height)
+        if not scratch.setColorSpace(*target):
+            raise RuntimeError(f"Krita could not convert {'/'.join(source)} to {'/'.join(target)}")
+        scratch.waitForDone()
+        return bytes(scratch.topLevelNodes()[0].pixelData(0, 0, width, height))
+    finally:
+        scratch.close()
+
+
+def read_rgba8(node: Node, rect: Rect) -> bytes:
+    """The layer's pixels inside `rect` (image coordinates), as 8-bit sRGB RGBA."""
+    raw = bytes(node.pixelData(rect.x, rect.y, rect.width, rect.height))
+    space = node_space(node)
+    if not is_daemon_space(space):
+        raw = convert(raw, rect.width, rect.height, space, _DAEMON_SPACE)
+    return swap_red_blue(raw)
+
+
+def add_fill_layer(
+    document: Document, above: Node, rect: Rect, rgba: bytes, alpha: bytes, name: str
+) -> Node:
+    """A new paint layer directly above `above`, holding `rgba` inside `rect` with `alpha` (the
+    selection) as its opacity and nothing elsewhere; adding it is one undo step."""
+    pixels = fill_layer_pixels(rgba, alpha, order="bgra")
+    space = document_space(document)
+    if not is_daemon_space(space):
+        pixels = convert(pixels, rect.width, rect.height, _DAEMON_SPACE, space)
+    layer = document.createNode(name, "paintlayer")
+    # Written before the layer joins the document, so the undo stack sees one "add layer".
+    layer.setPixelData(pixels, rect.x, rect.y, rect.width, rect.height)
+    parent = above.parentNode() or document.rootNode()
+    parent.addChildNode(layer, above)
+    return layer

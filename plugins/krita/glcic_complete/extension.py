@@ -1,0 +1,219 @@
+"""The "Content-aware complete" action: checks, progress, cancel, the new layer, and messages.
+
+Everything here runs on Krita's UI thread; the daemon call itself runs in a CompletionJob on a
+worker thread, polled by a timer, so Krita stays responsive and the user can cancel.
+"""
+
+from __future__ import annotations
+
+from krita import Extension, Krita
+from PyQt5.QtCore import QObject, Qt, QTimer, pyqtSignal
+from PyQt5.QtWidgets import QApplication, QMessageBox, QProgressDialog, QWidget
+
+from . import document_io
+from .glcic_plugin_common import (
+    CompletionJob,
+    Rect,
+    Request,
+    context_region,
+    region_mask,
+    sub_rows,
+)
+
+ACTION_ID = "glcic_content_aware_complete"
+TITLE = "Content-aware complete"
+LAYER_NAME = "Content-aware fill"
+POLL_INTERVAL_MS = 50
+
+_STAGES = {
+    "queued": "Waiting for the daemon…",
+    "planning": "Planning…",
+    "network": "Completing…",
+    "done": "Finishing…",
+}
+
+
+class UserError(Exception):
+    """Something the user can fix; the message says how."""
+
+
+class ContentAwareComplete(QObject):
+    """Runs one completion at a time for the current document."""
+
+    #: Emitted when a run ends: "done", "cancelled" or "error" (used by tests and scripts).
+    finished = pyqtSignal(str)
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.job: CompletionJob | None = None
+        self.timer = QTimer(self)
+        self.timer.setInterval(POLL_INTERVAL_MS)
+        self.timer.timeout.connect(self._poll)
+        self.dialog: QProgressDialog | None = None
+        self.last_message = ""
+
+    # -- starting --
+
+    def run(self) -> None:
+        """The action: complete the active document's selection from its active layer."""
+        if self.job is not None:
+            self._message("A content-aware completion is already running.", QMessageBox.Information)
+            return
+        try:
+            self._start(Krita.instance().activeDocument())
+        except UserError as error:
+            self._message(str(error), QMessageBox.Information)
+            self.finished.emit("error")
+
+    def _start(self, document) -> None:
+        if document is None:
+            raise UserError("Open an image first.")
+        node = document.activeNode()
+        if node is None or node.type() != "paintlayer":
+            raise UserError(
+                "Select a paint layer to complete from: the fill is computed from the active "
+                "paint layer's pixels."
+            )
+        selection = document.selection()
+        if selection is None or selection.width() <= 0 or selection.height() <= 0:
+            raise UserError("Select the region to fill first (for example with the freehand "
+                            "or rectangle selection tool).")  # fmt: skip
+        image = Rect(0, 0, document.width(), document.height())
+        box = Rect(selection.x(), selection.y(), selection.width(), selection.height())
+        box = box.intersected(image)
+        if box.empty:
+            raise UserError("The selection lies outside the image.")
+        self.document, self.node, self.box, self.image = document, node, box, image
+        self.selection = bytes(selection.pixelData(box.x, box.y, box.width, box.height))
+        if not any(self.selection):
+            raise UserError("The selection is empty: select the region to fill first.")
+        self.job = CompletionJob("krita")
+        self.job.start()
+        self.timer.start()
+        self._show_progress()
+
+    # -- the conversation with the worker --
+
+    def _poll(self) -> None:
+        job = self.job
+        if job is None:
+            return
+        while True:
+            try:
+                event = job.events.get_nowait()
+            except Exception:  # queue.Empty
+                return
+            kind = event[0]
+            if kind == "need_pixels":
+                self._provide_pixels(job, int(event[1]))
+            elif kind == "progress":
+                self._progress(str(event[1]), float(event[2]))
+            elif kind == "result":
+                self._finish(self._apply, event[1], event[2])
+                return
+            elif kind == "cancelled":
+                self._finish(None)
+                self.finished.emit("cancelled")
+                return
+            elif kind == "error":
+                self._finish(None)
+                self._message(str(event[1]), QMessageBox.Warning)
+                self.finished.emit("error")
+                return
+
+    def _provide_pixels(self, job: CompletionJob, max_hole_side: int) -> None:
+        """Read the selection's box plus the context the network looks at, no more."""
+        region = context_region(self.box, self.image, max_hole_side)
+        try:
+            rgba = document_io.read_rgba8(self.node, region)
+        except Exception as error:
+            job.provide(None)
+            self._message(f"Could not read the layer's pixels: {error}", QMessageBox.Warning)
+            return
+        job.provide(Request(region, rgba, region_mask(self.selection, self.box, region)))
+
+    def _apply(self, request: Request, result) -> None:
+        """Put the daemon's changed rectangle on a new layer, with the selection as alpha."""
+        changed = Rect(result.x, result.y, result.width, result.height).translated(
+            request.region.x, request.region.y
+        )
+        inside = changed.intersected(self.box)
+        if inside.empty:
+            raise UserError("The daemon returned nothing inside the selection.")
+        rgba = sub_rows(result.rgba, result.width, inside.translated(-changed.x, -changed.y), 4)
+        alpha = sub_rows(
+            self.selection, self.box.width, inside.translated(-self.box.x, -self.box.y)
+        )
+        layer = document_io.add_fill_layer(
+            self.document, self.node, inside, rgba, alpha, LAYER_NAME
+        )
+        self.document.setActiveNode(layer)
+        self.finished.emit("done")
+
+    def _finish(self, apply, *args) -> None:
+        self.timer.stop()
+        self.job = None
+        if self.dialog is not None:
+            self.dialog.reset()
+            self.dialog.deleteLater()
+            self.dialog = None
+        if apply is not None:
+            try:
+                apply(*args)
+            except Exception as error:
+                self._message(f"Could not add the completed layer: {error}", QMessageBox.Warning)
+                self.finished.emit("error")
+
+    # -- what the user sees --
+
+    def _show_progress(self) -> None:
+        dialog = QProgressDialog("Connecting to the glcic daemon…", "Cancel", 0, 100, _window())
+        dialog.setWindowTitle(TITLE)
+        dialog.setWindowModality(Qt.NonModal)
+        dialog.setMinimumDuration(400)
+        dialog.setAutoClose(False)
+        dialog.setAutoReset(False)
+        dialog.canceled.connect(self.cancel)
+        dialog.setValue(0)
+        self.dialog = dialog
+
+    def _progress(self, stage: str, fraction: float) -> None:
+        if self.dialog is not None:
+            self.dialog.setLabelText(_STAGES.get(stage, stage))
+            self.dialog.setValue(round(100 * max(0.0, min(1.0, fraction))))
+
+    def cancel(self) -> None:
+        if self.job is not None:
+            self.job.cancel()
+            if self.dialog is not None:
+                self.dialog.setLabelText("Cancelling…")
+
+    def _message(self, text: str, icon) -> None:
+        """A non-blocking message box: Krita carries on while it is shown."""
+        self.last_message = text
+        box = QMessageBox(icon, TITLE, text, QMessageBox.Ok, _window())
+        box.setAttribute(Qt.WA_DeleteOnClose)
+        box.setWindowModality(Qt.NonModal)
+        box.show()
+
+
+def _window() -> QWidget | None:
+    window = Krita.instance().activeWindow()
+    if window is not None:
+        return window.qwindow()
+    return QApplication.activeWindow()
+
+
+class ContentAwareCompleteExtension(Extension):
+    """Registers the action; the work is in ContentAwareComplete."""
+
+    def __init__(self, parent) -> None:
+        super().__init__(parent)
+        self.completion = ContentAwareComplete(self)
+
+    def setup(self) -> None:
+        pass
+
+    def createActions(self, window) -> None:  # noqa: N802 (Krita's name)
+        action = window.createAction(ACTION_ID, TITLE, "tools/scripts")
+        action.triggered.connect(self.completion.run)

@@ -1,0 +1,79 @@
+"""A real glcic daemon process for tests: under a private GLCIC_HOME, on loopback."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import make_tiny_model
+
+from glcic import save_model
+from glcic.daemon.client import Client, read_connection_file
+
+
+def daemon_cli(home: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    env = {**os.environ, "GLCIC_HOME": str(home), "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "glcic.daemon.cli", *args],
+        capture_output=True, text=True, timeout=timeout, env=env,
+    )  # fmt: skip
+
+
+class Daemon:
+    """A real daemon process under a private GLCIC_HOME."""
+
+    def __init__(self, home: Path, *options: str) -> None:
+        self.home = home
+        self.options = options
+        (home / "models").mkdir(parents=True, exist_ok=True)
+
+    @property
+    def connection_file(self) -> Path:
+        return self.home / "run" / "daemon.json"
+
+    def start(self) -> subprocess.CompletedProcess:
+        result = daemon_cli(self.home, "start", *self.options)
+        assert result.returncode == 0, result.stderr + self.log()
+        return result
+
+    def client(self, timeout: float = 20.0) -> Client:
+        return Client(self.connection_file, timeout=timeout)
+
+    def pid(self) -> int:
+        return read_connection_file(self.connection_file).pid
+
+    def log(self) -> str:
+        path = self.home / "logs" / "daemon.log"
+        return path.read_text() if path.exists() else ""
+
+    def stop(self) -> None:
+        if not self.connection_file.exists():
+            return
+        pid = self.pid()
+        daemon_cli(self.home, "stop", timeout=60)
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        os.kill(pid, signal.SIGKILL)
+
+
+def save_tiny(home: Path, name: str, seed: int = 0) -> Path:
+    path = home / "models" / f"{name}.safetensors"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_model(make_tiny_model(seed), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory) -> Daemon:
+    home = tmp_path_factory.mktemp("home")
+    save_tiny(home, "tiny")
+    running = Daemon(home, "--model", "tiny", "--device", "cpu")
+    running.start()
+    yield running
+    running.stop()
