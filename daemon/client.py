@@ -251,9 +251,17 @@ def context_box(
         max_hole_side / thickness,
         (MAX_WORKING_SIDE - 2 * RECEPTIVE_FIELD_RADIUS) / max(box_w, box_h),
     )
-    # Crops are shifted inward at image edges, so they can reach twice the context past a hole.
-    reach = 2 * math.ceil(RECEPTIVE_FIELD_RADIUS / scale) + 1
-    return (max(0, x0 - reach), max(0, y0 - reach), min(width, x1 + reach), min(height, y1 + reach))
+    context = math.ceil(RECEPTIVE_FIELD_RADIUS / scale)
+    x_range = _crop_span(x0, x1, width, context)
+    y_range = _crop_span(y0, y1, height, context)
+    return (x_range[0], y_range[0], x_range[1], y_range[1])
+
+
+def _crop_span(start: int, end: int, limit: int, context: int) -> tuple[int, int]:
+    """Where crops of holes inside [start, end) can lie along one axis of length `limit`: the
+    hole plus `context` each side, or a crop of that length shifted inward at an edge."""
+    length = min(limit, end - start + 2 * context)
+    return max(0, min(start - context, limit - length)), min(limit, max(end + context, length))
 
 
 # -- the client ------------------------------------------------------------------------------

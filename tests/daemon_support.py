@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from conftest import make_tiny_model
 
 from glcic import save_model
@@ -67,13 +66,3 @@ def save_tiny(home: Path, name: str, seed: int = 0) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     save_model(make_tiny_model(seed), path)
     return path
-
-
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory) -> Daemon:
-    home = tmp_path_factory.mktemp("home")
-    save_tiny(home, "tiny")
-    running = Daemon(home, "--model", "tiny", "--device", "cpu")
-    running.start()
-    yield running
-    running.stop()

@@ -32,6 +32,16 @@ from glcic.daemon.client import (
 )
 
 
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory) -> Daemon:
+    home = tmp_path_factory.mktemp("home")
+    save_tiny(home, "tiny")
+    running = Daemon(home, "--model", "tiny", "--device", "cpu")
+    running.start()
+    yield running
+    running.stop()
+
+
 def _job(seed: int, size: tuple[int, int] = (48, 64)) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     height, width = size

@@ -141,6 +141,10 @@ def _train(argv: Sequence[str]) -> int:
             args.out.mkdir(parents=True, exist_ok=True)
             (args.out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
         status = trainer.train(stop_at=args.stop_at)
+        if dist.is_initialized():
+            # Finish together: a rank tearing its group down while another still used it made
+            # gloo abort that process at exit now and then ("terminate called ...").
+            dist.barrier()
         finished = trainer.step >= config.total_steps
         if status == 0 and finished and args.export and distributed.is_main:
             path = export_run(args.out, args.export)

@@ -6,6 +6,8 @@ worker thread, polled by a timer, so Krita stays responsive and the user can can
 
 from __future__ import annotations
 
+import queue
+
 from krita import Extension, Krita
 from PyQt5.QtCore import QObject, Qt, QTimer, pyqtSignal
 from PyQt5.QtWidgets import QApplication, QMessageBox, QProgressDialog, QWidget
@@ -101,11 +103,13 @@ class ContentAwareComplete(QObject):
         while True:
             try:
                 event = job.events.get_nowait()
-            except Exception:  # queue.Empty
+            except queue.Empty:
                 return
             kind = event[0]
             if kind == "need_pixels":
                 self._provide_pixels(job, int(event[1]))
+                if self.job is not job:
+                    return
             elif kind == "progress":
                 self._progress(str(event[1]), float(event[2]))
             elif kind == "result":
@@ -126,9 +130,11 @@ class ContentAwareComplete(QObject):
         region = context_region(self.box, self.image, max_hole_side)
         try:
             rgba = document_io.read_rgba8(self.node, region)
-        except Exception as error:
-            job.provide(None)
+        except Exception as error:  # e.g. the layer was deleted meanwhile
+            job.provide(None)  # the worker ends; its "cancelled" is no longer polled
+            self._finish(None)
             self._message(f"Could not read the layer's pixels: {error}", QMessageBox.Warning)
+            self.finished.emit("error")
             return
         job.provide(Request(region, rgba, region_mask(self.selection, self.box, region)))
 
@@ -144,10 +150,8 @@ class ContentAwareComplete(QObject):
         alpha = sub_rows(
             self.selection, self.box.width, inside.translated(-self.box.x, -self.box.y)
         )
-        layer = document_io.add_fill_layer(
-            self.document, self.node, inside, rgba, alpha, LAYER_NAME
-        )
-        self.document.setActiveNode(layer)
+        # The source layer stays active, so the next completion reads from it again.
+        document_io.add_fill_layer(self.document, self.node, inside, rgba, alpha, LAYER_NAME)
         self.finished.emit("done")
 
     def _finish(self, apply, *args) -> None:

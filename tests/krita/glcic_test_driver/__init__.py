@@ -1,0 +1,262 @@
+"""Drives glcic's Krita plugin inside a real Krita (under Xvfb) and records what it sees.
+
+tests/test_krita_plugin.py installs this next to the plugin, starts Krita and reads the JSON
+written to $GLCIC_TEST_RESULTS; the assertions live there. Once Krita's window exists, each
+scenario builds a document, paints, selects, triggers the plugin's registered action, waits for
+it to finish and records layers, pixels and messages; then undo is triggered and the layers
+recorded again. The driver ends the process itself (Krita's file_quit does not, headless).
+"""
+
+import json
+import os
+import struct
+import traceback
+
+from krita import Extension, Krita, Selection
+from PyQt5.QtCore import QEventLoop, QThread, QTimer
+from PyQt5.QtWidgets import QApplication, QMessageBox, QPushButton
+
+ACTION = "glcic_content_aware_complete"
+WIDTH, HEIGHT = 160, 120
+WAIT_MS = 120_000
+
+
+def pattern(model: str, depth: str, width: int, height: int) -> bytes:
+    """Opaque stripes and gradients in Krita's channel order for the colour space: B, G, R, A
+    for 8 and 16-bit integer RGBA, R, G, B, A for float, gray and alpha for GRAYA."""
+    out = bytearray()
+    for y in range(height):
+        for x in range(width):
+            b, g, r = (x * 3) % 256, (y * 5) % 256, 255 if (x // 8 + y // 8) % 2 else 40
+            if model == "GRAYA":
+                channels = ((b + g + r) // 3, 255)
+            elif depth == "F32":
+                channels = (r, g, b, 255)
+            else:
+                channels = (b, g, r, 255)
+            for value in channels:
+                if depth == "U8":
+                    out.append(value)
+                elif depth == "U16":
+                    out += (value * 257).to_bytes(2, "little")
+                else:
+                    out += struct.pack("<f", value / 255)
+    return bytes(out)
+
+
+class Driver:
+    def __init__(self) -> None:
+        self.window = Krita.instance().activeWindow()
+        self.results = {"scenarios": {}}
+        import glcic_complete
+
+        self.completion = glcic_complete.EXTENSION.completion
+
+    def trigger(self, cancel: bool = False) -> str:
+        """Trigger the registered action and wait until the plugin reports how it ended;
+        `cancel` presses the progress dialog's Cancel as soon as the action has returned."""
+        loop = QEventLoop()
+        outcome = ["timeout"]
+        ticks = [0]
+
+        def finished(value: str) -> None:
+            outcome[0] = value
+            loop.quit()
+
+        def tick() -> None:
+            ticks[0] += 1
+
+        ticker = QTimer()
+        ticker.setInterval(10)
+        ticker.timeout.connect(tick)
+        ticker.start()
+        self.completion.finished.connect(finished)
+        QTimer.singleShot(WAIT_MS, loop.quit)
+        Krita.instance().action(ACTION).trigger()
+        if cancel and self.completion.dialog is not None:
+            self.completion.dialog.findChild(QPushButton).click()
+        if self.completion.job is not None:  # still running: the UI thread came back at once
+            loop.exec_()
+        ticker.stop()
+        self.completion.finished.disconnect(finished)
+        self.ui_ticks = ticks[0]
+        return outcome[0]
+
+    def new_document(self, model: str, depth: str, name: str):
+        doc = Krita.instance().createDocument(WIDTH, HEIGHT, name, model, depth, "", 72.0)
+        self.window.addView(doc)
+        root = doc.rootNode()
+        background = root.childNodes()[0]
+        paint = doc.createNode("paint", "paintlayer")
+        root.addChildNode(paint, background)
+        top = doc.createNode("top", "paintlayer")
+        root.addChildNode(top, paint)
+        paint.setPixelData(pattern(model, depth, WIDTH, HEIGHT), 0, 0, WIDTH, HEIGHT)
+        paint.move(6, -4)  # a layer offset: its pixels no longer start at the image origin
+        doc.waitForDone()
+        self.activate(doc, paint)
+        return doc, paint
+
+    def activate(self, doc, node) -> None:
+        """Make `node` active; the GUI activates newly added layers a little later, so wait."""
+        for _ in range(100):
+            QApplication.processEvents()
+            doc.setActiveNode(node)
+            QApplication.processEvents()
+            if doc.activeNode() is not None and doc.activeNode().name() == node.name():
+                return
+            QThread.msleep(20)
+
+    def messages(self) -> list:
+        """Texts of visible message boxes, which are then closed."""
+        texts = []
+        for widget in QApplication.topLevelWidgets():
+            if isinstance(widget, QMessageBox) and widget.isVisible():
+                texts.append(widget.text())
+                widget.close()
+        return texts
+
+    def record_layers(self, doc) -> list:
+        return [
+            node.name() for node in doc.rootNode().childNodes() if node.type() != "selectionmask"
+        ]
+
+    def completion_scenario(
+        self, key: str, model: str, depth: str, feather: int, cancel: bool = False
+    ) -> None:
+        doc, paint = self.new_document(model, depth, key)
+        selection = Selection()
+        selection.select(50, 30, 48, 40, 255)
+        if feather:
+            selection.feather(feather)
+        doc.setSelection(selection)
+        doc.waitForDone()
+        before = bytes(paint.pixelData(-20, -20, WIDTH + 40, HEIGHT + 40))
+        layers_before = self.record_layers(doc)
+        self.activate(doc, paint)
+        active_before = doc.activeNode().name()
+        outcome = self.trigger(cancel)
+        doc.waitForDone()
+        layers_after = self.record_layers(doc)
+        entry = {
+            "outcome": outcome,
+            "message": self.completion.last_message if outcome != "done" else "",
+            "ui_ticks": self.ui_ticks,
+            "layers_before": layers_before,
+            "layers_after": layers_after,
+            "original_unchanged": before
+            == bytes(paint.pixelData(-20, -20, WIDTH + 40, HEIGHT + 40)),
+            "model": model,
+            "depth": depth,
+            "profile": doc.colorProfile(),
+            "active_before": active_before,
+        }
+        fill = next(
+            (n for n in doc.rootNode().childNodes() if n.name() == "Content-aware fill"), None
+        )
+        if fill is not None:
+            entry["fill_space"] = [fill.colorModel(), fill.colorDepth(), fill.colorProfile()]
+            entry["fill_pixels"] = bytes(fill.pixelData(0, 0, WIDTH, HEIGHT)).hex()
+            entry["selection"] = bytes(doc.selection().pixelData(0, 0, WIDTH, HEIGHT)).hex()
+            QApplication.processEvents()
+            entry["active_after"] = doc.activeNode().name()
+            Krita.instance().action("edit_undo").trigger()
+            doc.waitForDone()
+            QApplication.processEvents()
+            entry["layers_after_undo"] = self.record_layers(doc)
+        self.results["scenarios"][key] = entry
+        doc.setModified(False)
+
+    def refusal_scenario(self, key: str, setup) -> None:
+        doc, _ = self.new_document("RGBA", "U8", key)
+        setup(doc)
+        layers_before = self.record_layers(doc)
+        self.messages()
+        outcome = self.trigger()
+        QApplication.processEvents()
+        self.results["scenarios"][key] = {
+            "outcome": outcome,
+            "message": self.completion.last_message,
+            "shown": self.messages(),
+            "layers_before": layers_before,
+            "layers_after": self.record_layers(doc),
+        }
+        doc.setModified(False)
+
+    def shortcut_check(self) -> None:
+        ours = Krita.instance().action(ACTION)
+        shortcut = ours.shortcut().toString()
+        clashes = sorted(
+            action.objectName()
+            for action in Krita.instance().actions()
+            if action is not None
+            and action.objectName() != ACTION
+            and any(s.toString() == shortcut for s in action.shortcuts())
+        )
+        self.results["shortcut"] = {"shortcut": shortcut, "clashes": clashes, "text": ours.text()}
+
+    def run(self) -> None:
+        self.shortcut_check()
+        self.completion_scenario("rgba8_rectangle", "RGBA", "U8", 0)
+        self.completion_scenario("rgba16_feathered", "RGBA", "U16", 8)
+        self.completion_scenario("rgbaf32_feathered", "RGBA", "F32", 5)
+        self.completion_scenario("graya8_rectangle", "GRAYA", "U8", 0)
+        self.completion_scenario("cancelled", "RGBA", "U8", 0, cancel=True)
+
+        def no_selection(doc) -> None:
+            doc.setSelection(Selection())
+
+        def group_active(doc) -> None:
+            group = doc.createGroupLayer("group")
+            doc.rootNode().addChildNode(group, None)
+            selection = Selection()
+            selection.select(10, 10, 20, 20, 255)
+            doc.setSelection(selection)
+            doc.waitForDone()
+            self.activate(doc, group)
+
+        self.refusal_scenario("no_selection", no_selection)
+        self.refusal_scenario("not_a_paint_layer", group_active)
+
+        saved = os.environ.get("GLCIC_CONNECTION_FILE")
+        os.environ["GLCIC_CONNECTION_FILE"] = os.path.join(os.environ["HOME"], "no-daemon.json")
+
+        def rectangle(doc) -> None:
+            selection = Selection()
+            selection.select(20, 20, 30, 30, 255)
+            doc.setSelection(selection)
+            doc.waitForDone()
+
+        self.refusal_scenario("no_daemon", rectangle)
+        if saved is None:
+            del os.environ["GLCIC_CONNECTION_FILE"]
+        else:
+            os.environ["GLCIC_CONNECTION_FILE"] = saved
+        # Krita carries on: the same action works again once the daemon is reachable.
+        self.completion_scenario("after_error", "RGBA", "U8", 0)
+
+
+def drive() -> None:
+    results_path = os.environ["GLCIC_TEST_RESULTS"]
+    try:
+        driver = Driver()
+        driver.run()
+        results = driver.results
+    except Exception:
+        results = {"error": traceback.format_exc()}
+    temporary = results_path + ".tmp"
+    with open(temporary, "w", encoding="utf-8") as stream:
+        json.dump(results, stream)
+    os.replace(temporary, results_path)
+    os._exit(0)
+
+
+class TestDriver(Extension):
+    def setup(self) -> None:
+        pass
+
+    def createActions(self, window) -> None:  # noqa: N802 (Krita's name)
+        QTimer.singleShot(1000, drive)
+
+
+Krita.instance().addExtension(TestDriver(Krita.instance()))
