@@ -10,67 +10,38 @@ import json
 import os
 import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from daemon_support import Daemon, save_tiny
-from host_support import require_host, virtual_display
+from host_support import require_host
+from krita_harness import (
+    DRIVER,
+    KRITA_TIMEOUT_S,
+    host_env,
+    install_plugin,
+    krita_available,
+    run_driver,
+)
 
-from glcic.daemon.install_krita import enable_in_kritarc
-
-DRIVER = Path(__file__).parent / "krita"
 WIDTH, HEIGHT = 160, 120
 FILL = "Content-aware fill"
-KRITA_TIMEOUT_S = 420
 
 
 @pytest.fixture(scope="module")
 def krita_run(tmp_path_factory) -> dict:
     """Start a daemon, install the plugin and the driver for a fresh user, run Krita once."""
     require_host(
-        bool(shutil.which("krita") and shutil.which("Xvfb")),
+        krita_available(),
         "Krita and Xvfb (apt-get install krita xvfb python3-pyqt5 python3-zmq python3-msgpack)",
     )
     root = tmp_path_factory.mktemp("krita")
-    home, glcic_home = root / "home", root / "glcic"
+    glcic_home = root / "glcic"
     save_tiny(glcic_home, "tiny")
     daemon = Daemon(glcic_home, "--model", "tiny", "--device", "cpu")
     daemon.start()
     try:
-        env = {
-            key: value
-            for key, value in os.environ.items()
-            if not key.startswith(("XDG_", "GLCIC_", "KDE", "QT_"))
-        }
-        env.update(HOME=str(home), GLCIC_HOME=str(glcic_home))
-        pykrita = home / ".local" / "share" / "krita" / "pykrita"
-        install = subprocess.run(
-            [sys.executable, "-m", "glcic.daemon.cli", "install-plugin", "krita", "--dest",
-             str(pykrita)],
-            capture_output=True, text=True, env=env, timeout=120,
-        )  # fmt: skip
-        assert install.returncode == 0, install.stderr
-        shutil.copytree(DRIVER / "glcic_test_driver", pykrita / "glcic_test_driver")
-        shutil.copy(DRIVER / "glcic_test_driver.desktop", pykrita)
-        kritarc = home / ".config" / "kritarc"
-        kritarc.write_text(enable_in_kritarc(kritarc.read_text(), "glcic_test_driver"))
-        results = root / "results.json"
-        env["GLCIC_TEST_RESULTS"] = str(results)
-        with virtual_display() as display:
-            env["DISPLAY"] = display
-            try:
-                run = subprocess.run(
-                    ["krita", "--nosplash"],
-                    capture_output=True, text=True, env=env, timeout=KRITA_TIMEOUT_S,
-                )  # fmt: skip
-                output = run.stdout[-4000:] + run.stderr[-4000:]
-            except subprocess.TimeoutExpired as expired:
-                output = f"Krita did not finish in {KRITA_TIMEOUT_S} s: {expired}"
-        assert results.exists(), f"the driver wrote no results; Krita said:\n{output}"
-        document = json.loads(results.read_text())
-        assert "error" not in document, document.get("error")
+        document = run_driver(root, glcic_home)
         document["daemon_log"] = daemon.log()
         return document
     finally:
@@ -168,15 +139,10 @@ def test_cmyk_goes_through_kritas_colour_engine_headless(tmp_path) -> None:
     """kritarunner (headless Krita): a CMYK layer reaches the daemon as sRGB and the fill comes
     back as CMYK, through Krita's own conversions, leaving no scratch document open."""
     require_host(bool(shutil.which("kritarunner")), "kritarunner (apt-get install krita)")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("XDG_", "GLCIC_", "QT_"))}
-    env.update(HOME=str(tmp_path), QT_QPA_PLATFORM="offscreen")
+    env = host_env(tmp_path, tmp_path / "glcic")
+    env["QT_QPA_PLATFORM"] = "offscreen"
     pykrita = tmp_path / "pykrita"
-    install = subprocess.run(
-        [sys.executable, "-m", "glcic.daemon.cli", "install-plugin", "krita", "--dest",
-         str(pykrita)],
-        capture_output=True, text=True, env=env, timeout=120,
-    )  # fmt: skip
-    assert install.returncode == 0, install.stderr
+    install_plugin(env, pykrita)
     results = tmp_path / "results.json"
     env.update(GLCIC_TEST_RESULTS=str(results), PYTHONPATH=f"{pykrita}{os.pathsep}{DRIVER}")
     run = subprocess.run(

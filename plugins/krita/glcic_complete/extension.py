@@ -53,6 +53,7 @@ class ContentAwareComplete(QObject):
         self.timer.timeout.connect(self._poll)
         self.dialog: QProgressDialog | None = None
         self.last_message = ""
+        self.last_daemon_seconds = 0.0  # the daemon's own time for the last fill (benchmarks)
 
     # -- starting --
 
@@ -140,6 +141,7 @@ class ContentAwareComplete(QObject):
 
     def _apply(self, request: Request, result) -> None:
         """Put the daemon's changed rectangle on a new layer, with the selection as alpha."""
+        self.last_daemon_seconds = result.seconds
         changed = Rect(result.x, result.y, result.width, result.height).translated(
             request.region.x, request.region.y
         )

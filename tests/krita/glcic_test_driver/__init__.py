@@ -10,6 +10,7 @@ recorded again. The driver ends the process itself (Krita's file_quit does not, 
 import json
 import os
 import struct
+import time
 import traceback
 
 from krita import Extension, Krita, Selection
@@ -63,20 +64,29 @@ class Driver:
             outcome[0] = value
             loop.quit()
 
+        last = [time.perf_counter()]
+        self.longest_stall = 0.0
+
         def tick() -> None:
             ticks[0] += 1
+            now = time.perf_counter()
+            self.longest_stall = max(self.longest_stall, now - last[0])
+            last[0] = now
 
         ticker = QTimer()
-        ticker.setInterval(10)
+        ticker.setInterval(5)
         ticker.timeout.connect(tick)
         ticker.start()
         self.completion.finished.connect(finished)
         QTimer.singleShot(WAIT_MS, loop.quit)
+        started = time.perf_counter()
         Krita.instance().action(ACTION).trigger()
         if cancel and self.completion.dialog is not None:
             self.completion.dialog.findChild(QPushButton).click()
         if self.completion.job is not None:  # still running: the UI thread came back at once
             loop.exec_()
+        self.elapsed = time.perf_counter() - started
+        self.longest_stall = max(self.longest_stall, time.perf_counter() - last[0])
         ticker.stop()
         self.completion.finished.disconnect(finished)
         self.ui_ticks = ticks[0]
@@ -236,10 +246,67 @@ class Driver:
         self.completion_scenario("after_error", "RGBA", "U8", 0)
 
 
+def tiled_pattern(depth: str, width: int, height: int) -> bytes:
+    """A large BGRA image fast: 64 distinct rows (shifted stripes) tiled down the image."""
+    size = 1 if depth == "U8" else 2
+    row = bytearray()
+    for x in range(width):
+        for value in ((x * 3) % 256, (x * 7) % 256, 255 if (x // 16) % 2 else 40, 255):
+            row += (value * (1 if size == 1 else 257)).to_bytes(size, "little")
+    rows = [bytes(row[k * 4 * size :] + row[: k * 4 * size]) for k in range(64)]
+    return b"".join(rows[y % 64] for y in range(height))
+
+
+class Benchmark(Driver):
+    """Times the plugin on large documents: trigger-to-layer wall time, the daemon's own time,
+    and the longest the UI thread was kept from its event loop (a 5 ms timer's largest gap)."""
+
+    CASES = (  # (depth, document size, selection box)
+        ("U8", (4000, 3000), (1800, 1300, 300, 200)),
+        ("U8", (4000, 3000), (1200, 1000, 1500, 1000)),
+        ("U16", (4000, 3000), (1800, 1300, 300, 200)),
+        ("U16", (4000, 3000), (1200, 1000, 1500, 1000)),
+    )
+
+    def run(self) -> None:
+        self.results["bench"] = []
+        for depth, (width, height), (x, y, w, h) in self.CASES:
+            doc = Krita.instance().createDocument(width, height, "bench", "RGBA", depth, "", 72.0)
+            self.window.addView(doc)
+            root = doc.rootNode()
+            paint = root.childNodes()[0]
+            paint.setPixelData(tiled_pattern(depth, width, height), 0, 0, width, height)
+            selection = Selection()
+            selection.select(x, y, w, h, 255)
+            doc.setSelection(selection)
+            doc.waitForDone()
+            self.activate(doc, paint)
+            runs = []
+            for _ in range(3):
+                outcome = self.trigger()
+                doc.waitForDone()
+                runs.append(
+                    {
+                        "outcome": outcome,
+                        "wall_s": self.elapsed,
+                        "daemon_s": self.completion.last_daemon_seconds,
+                        "longest_stall_s": self.longest_stall,
+                    }
+                )
+                Krita.instance().action("edit_undo").trigger()
+                doc.waitForDone()
+            self.results["bench"].append(
+                {"depth": depth, "document": [width, height], "selection": [w, h], "runs": runs}
+            )
+            doc.setModified(False)
+            doc.close()
+
+
 def drive() -> None:
     results_path = os.environ["GLCIC_TEST_RESULTS"]
     try:
-        driver = Driver()
+        bench = os.environ.get("GLCIC_DRIVER_MODE") == "bench"
+        driver = Benchmark() if bench else Driver()
         driver.run()
         results = driver.results
     except Exception:
