@@ -88,7 +88,7 @@ class ContentAwareComplete(QObject):
             raise UserError("The selection lies outside the image.")
         self.document, self.node, self.box, self.image = document, node, box, image
         self.selection = bytes(selection.pixelData(box.x, box.y, box.width, box.height))
-        if not any(self.selection):
+        if self.selection.count(0) == len(self.selection):  # C speed, unlike any()
             raise UserError("The selection is empty: select the region to fill first.")
         self.job = CompletionJob("krita")
         self.job.start()
