@@ -13,6 +13,7 @@ from glcic.daemon.plugin_install import (
     plugin_source,
     python_can_import,
     replace_tree,
+    system_python,
     vendor_client_requirements,
     write_file_atomic,
 )
@@ -63,11 +64,6 @@ def enable_in_kritarc(text: str, plugin: str) -> str:
     else:
         lines.insert(section_start + 1, f"{key}true")
     return "\n".join(lines) + "\n"
-
-
-def system_python() -> str:
-    """The Python a distribution's Krita embeds: the system one, not a virtualenv's or pyenv's."""
-    return "/usr/bin/python3" if Path("/usr/bin/python3").exists() else "python3"
 
 
 def install(dest: Path | None, python: str | None) -> InstallReport:

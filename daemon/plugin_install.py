@@ -102,6 +102,12 @@ def python_can_import(python: str, modules: tuple[str, ...] = ("zmq", "msgpack")
     return result.returncode == 0
 
 
+def system_python() -> str:
+    """The Python a Linux distribution's Krita or GIMP embeds or runs plug-ins with: the system
+    one, not a virtualenv's or pyenv's that may come first on PATH."""
+    return "/usr/bin/python3" if Path("/usr/bin/python3").exists() else "python3"
+
+
 def wheel_platforms() -> list[str]:
     """pip platform tags for the host's bundled Python on this operating system."""
     if sys.platform == "win32":

@@ -19,6 +19,14 @@ try:  # inside a plugin package (Krita) the client sits beside this module
 except ImportError:  # a plain folder on sys.path (GIMP)
     import glcic_client as client_module
 
+#: What the daemon's progress stages mean to the user.
+PROGRESS_STAGES = {
+    "queued": "Waiting for the glcic daemon…",
+    "planning": "Planning the fill…",
+    "network": "Completing…",
+    "done": "Finishing…",
+}
+
 #: 0 stays 0, anything selected becomes 255: the daemon fills every selected pixel fully and the
 #: selection's softness comes back as the new layer's alpha (blending twice would wash it out).
 _SELECTED = bytes([0] + [255] * 255)

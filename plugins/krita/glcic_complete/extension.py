@@ -14,6 +14,7 @@ from PyQt5.QtWidgets import QApplication, QMessageBox, QProgressDialog, QWidget
 
 from . import document_io
 from .glcic_plugin_common import (
+    PROGRESS_STAGES,
     CompletionJob,
     Rect,
     Request,
@@ -26,13 +27,6 @@ ACTION_ID = "glcic_content_aware_complete"
 TITLE = "Content-aware complete"
 LAYER_NAME = "Content-aware fill"
 POLL_INTERVAL_MS = 50
-
-_STAGES = {
-    "queued": "Waiting for the daemon…",
-    "planning": "Planning…",
-    "network": "Completing…",
-    "done": "Finishing…",
-}
 
 
 class UserError(Exception):
@@ -185,7 +179,7 @@ class ContentAwareComplete(QObject):
 
     def _progress(self, stage: str, fraction: float) -> None:
         if self.dialog is not None:
-            self.dialog.setLabelText(_STAGES.get(stage, stage))
+            self.dialog.setLabelText(PROGRESS_STAGES.get(stage, stage))
             self.dialog.setValue(round(100 * max(0.0, min(1.0, fraction))))
 
     def cancel(self) -> None:
