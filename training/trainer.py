@@ -377,10 +377,13 @@ class Trainer:
             while self.step < end and self.stop_signal is None:
                 try:
                     batch = next(batches)
-                except RuntimeError:
+                except (RuntimeError, EOFError, OSError):
+                    # Workers killed by the same signal surface as a RuntimeError ("worker
+                    # exited unexpectedly"), or as EOFError / ConnectionError while a batch's
+                    # shared memory was being handed over.
                     if self.stop_signal is None:
                         raise
-                    break  # the workers were stopped by the same signal: no batch, no step
+                    break  # no batch, no step
                 losses = self.train_step(batch)
                 self.step += 1
                 counted += 1
