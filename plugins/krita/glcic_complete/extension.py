@@ -9,8 +9,13 @@ from __future__ import annotations
 import queue
 
 from krita import Extension, Krita
-from PyQt5.QtCore import QObject, Qt, QTimer, pyqtSignal
-from PyQt5.QtWidgets import QApplication, QMessageBox, QProgressDialog, QWidget
+
+try:  # Krita 5 embeds PyQt5; Qt 6 builds of Krita embed PyQt6 (scoped enum names work in both)
+    from PyQt5.QtCore import QObject, Qt, QTimer, pyqtSignal
+    from PyQt5.QtWidgets import QApplication, QMessageBox, QProgressDialog, QWidget
+except ImportError:  # pragma: no cover - no Qt 6 Krita to test with here
+    from PyQt6.QtCore import QObject, Qt, QTimer, pyqtSignal
+    from PyQt6.QtWidgets import QApplication, QMessageBox, QProgressDialog, QWidget
 
 from . import document_io
 from .glcic_plugin_common import (
@@ -27,6 +32,7 @@ ACTION_ID = "glcic_content_aware_complete"
 TITLE = "Content-aware complete"
 LAYER_NAME = "Content-aware fill"
 POLL_INTERVAL_MS = 50
+INFORMATION, WARNING = QMessageBox.Icon.Information, QMessageBox.Icon.Warning
 
 
 class UserError(Exception):
@@ -54,12 +60,12 @@ class ContentAwareComplete(QObject):
     def run(self) -> None:
         """The action: complete the active document's selection from its active layer."""
         if self.job is not None:
-            self._message("A content-aware completion is already running.", QMessageBox.Information)
+            self._message("A content-aware completion is already running.", INFORMATION)
             return
         try:
             self._start(Krita.instance().activeDocument())
         except UserError as error:
-            self._message(str(error), QMessageBox.Information)
+            self._message(str(error), INFORMATION)
             self.finished.emit("error")
 
     def _start(self, document) -> None:
@@ -116,7 +122,7 @@ class ContentAwareComplete(QObject):
                 return
             elif kind == "error":
                 self._finish(None)
-                self._message(str(event[1]), QMessageBox.Warning)
+                self._message(str(event[1]), WARNING)
                 self.finished.emit("error")
                 return
 
@@ -128,7 +134,7 @@ class ContentAwareComplete(QObject):
         except Exception as error:  # e.g. the layer was deleted meanwhile
             job.provide(None)  # the worker ends; its "cancelled" is no longer polled
             self._finish(None)
-            self._message(f"Could not read the layer's pixels: {error}", QMessageBox.Warning)
+            self._message(f"Could not read the layer's pixels: {error}", WARNING)
             self.finished.emit("error")
             return
         job.provide(Request(region, rgba, region_mask(self.selection, self.box, region)))
@@ -161,7 +167,7 @@ class ContentAwareComplete(QObject):
             try:
                 apply(*args)
             except Exception as error:
-                self._message(f"Could not add the completed layer: {error}", QMessageBox.Warning)
+                self._message(f"Could not add the completed layer: {error}", WARNING)
                 self.finished.emit("error")
 
     # -- what the user sees --
@@ -169,7 +175,7 @@ class ContentAwareComplete(QObject):
     def _show_progress(self) -> None:
         dialog = QProgressDialog("Connecting to the glcic daemon…", "Cancel", 0, 100, _window())
         dialog.setWindowTitle(TITLE)
-        dialog.setWindowModality(Qt.NonModal)
+        dialog.setWindowModality(Qt.WindowModality.NonModal)
         dialog.setMinimumDuration(400)
         dialog.setAutoClose(False)
         dialog.setAutoReset(False)
@@ -191,9 +197,9 @@ class ContentAwareComplete(QObject):
     def _message(self, text: str, icon) -> None:
         """A non-blocking message box: Krita carries on while it is shown."""
         self.last_message = text
-        box = QMessageBox(icon, TITLE, text, QMessageBox.Ok, _window())
-        box.setAttribute(Qt.WA_DeleteOnClose)
-        box.setWindowModality(Qt.NonModal)
+        box = QMessageBox(icon, TITLE, text, QMessageBox.StandardButton.Ok, _window())
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        box.setWindowModality(Qt.WindowModality.NonModal)
         box.show()
 
 
