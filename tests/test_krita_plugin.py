@@ -127,6 +127,14 @@ def test_refusals_explain_themselves_and_change_nothing(krita_run) -> None:
 
 
 @pytest.mark.slow
+def test_closing_the_image_before_the_fill_arrives_is_explained(krita_run) -> None:
+    entry = krita_run["scenarios"]["closed_meanwhile"]
+    assert entry["outcome"] == "error"
+    assert entry["message"] == "The image was closed before the fill arrived; nothing was added."
+    assert entry["shown"] == [entry["message"]]
+
+
+@pytest.mark.slow
 def test_action_has_a_shortcut_that_krita_does_not_use(krita_run) -> None:
     shortcut = krita_run["shortcut"]
     assert shortcut["text"] == "Content-aware complete"

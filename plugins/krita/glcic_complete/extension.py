@@ -142,6 +142,10 @@ class ContentAwareComplete(QObject):
     def _apply(self, request: Request, result) -> None:
         """Put the daemon's changed rectangle on a new layer, with the selection as alpha."""
         self.last_daemon_seconds = result.seconds
+        if not any(
+            open_document == self.document for open_document in Krita.instance().documents()
+        ):
+            raise UserError("The image was closed before the fill arrived; nothing was added.")
         changed = Rect(result.x, result.y, result.width, result.height).translated(
             request.region.x, request.region.y
         )
@@ -166,6 +170,9 @@ class ContentAwareComplete(QObject):
         if apply is not None:
             try:
                 apply(*args)
+            except UserError as error:
+                self._message(str(error), WARNING)
+                self.finished.emit("error")
             except Exception as error:
                 self._message(f"Could not add the completed layer: {error}", WARNING)
                 self.finished.emit("error")

@@ -53,9 +53,10 @@ class Driver:
 
         self.completion = glcic_complete.EXTENSION.completion
 
-    def trigger(self, cancel: bool = False) -> str:
+    def trigger(self, cancel: bool = False, close=None) -> str:
         """Trigger the registered action and wait until the plugin reports how it ended;
-        `cancel` presses the progress dialog's Cancel as soon as the action has returned."""
+        `cancel` presses the progress dialog's Cancel as soon as the action has returned;
+        `close` is a document to close at that moment, before the fill arrives."""
         loop = QEventLoop()
         outcome = ["timeout"]
         ticks = [0]
@@ -83,6 +84,8 @@ class Driver:
         Krita.instance().action(ACTION).trigger()
         if cancel and self.completion.dialog is not None:
             self.completion.dialog.findChild(QPushButton).click()
+        if close is not None:
+            close.close()
         if self.completion.job is not None:  # still running: the UI thread came back at once
             loop.exec_()
         self.elapsed = time.perf_counter() - started
@@ -193,6 +196,23 @@ class Driver:
         }
         doc.setModified(False)
 
+    def closed_meanwhile_scenario(self) -> None:
+        """The user closes the image while the daemon works: nothing to add, and words say so."""
+        doc, _ = self.new_document("RGBA", "U8", "closed meanwhile")
+        selection = Selection()
+        selection.select(30, 30, 40, 30, 255)
+        doc.setSelection(selection)
+        doc.waitForDone()
+        doc.setModified(False)
+        self.messages()
+        outcome = self.trigger(close=doc)
+        QApplication.processEvents()
+        self.results["scenarios"]["closed_meanwhile"] = {
+            "outcome": outcome,
+            "message": self.completion.last_message,
+            "shown": self.messages(),
+        }
+
     def shortcut_check(self) -> None:
         ours = Krita.instance().action(ACTION)
         shortcut = ours.shortcut().toString()
@@ -242,6 +262,7 @@ class Driver:
             del os.environ["GLCIC_CONNECTION_FILE"]
         else:
             os.environ["GLCIC_CONNECTION_FILE"] = saved
+        self.closed_meanwhile_scenario()
         # Krita carries on: the same action works again once the daemon is reachable.
         self.completion_scenario("after_error", "RGBA", "U8", 0)
 
