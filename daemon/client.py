@@ -41,6 +41,9 @@ RECEPTIVE_FIELD_RADIUS = 152
 #: The largest crop side the daemon works at (glcic.pipeline.DEFAULT_MAX_WORKING_SIDE).
 MAX_WORKING_SIDE = 1024
 
+#: How often a waiting client tells the daemon it is still there (see Client.complete).
+KEEPALIVE_SECONDS = 1.0
+
 #: Operations that change nothing, so a lost reply may be retried on a fresh socket.
 IDEMPOTENT = frozenset({"ping", "status", "models"})
 
@@ -422,23 +425,34 @@ class Client:
         progress: ProgressCallback | None = None,
         cancel: threading.Event | None = None,
         timeout: float = 600.0,
+        keepalive: float | None = KEEPALIVE_SECONDS,
     ) -> CompletionResult:
         """Fill `mask` (8-bit, 255 = fill) in an RGBA8 image; returns the changed rectangle.
 
         `progress(stage, fraction)` is called as the daemon reports; setting `cancel` asks the
-        daemon to stop, and this raises DaemonError with code "cancelled".
+        daemon to stop, and this raises DaemonError with code "cancelled". While waiting, an
+        `alive` message goes out every `keepalive` seconds: if this process dies (a host kills
+        its plug-in on Cancel, or crashes), the daemon drops the request after a few missed
+        ones instead of computing a result nobody will read. None turns that off.
         """
         fields: dict[str, Any] = {"width": width, "height": height, "blend": blend}
         if model:
             fields["model"] = model
+        if keepalive is not None:
+            fields["keepalive"] = keepalive
         request_id = self._send("complete", fields, [rgba, mask])
         deadline = time.monotonic() + timeout
+        next_alive = time.monotonic() + keepalive if keepalive is not None else float("inf")
         cancel_sent = False
         while True:
             if cancel is not None and cancel.is_set() and not cancel_sent:
                 self._send("cancel", {"target": request_id})
                 cancel_sent = True
-            step_deadline = min(deadline, time.monotonic() + 0.1) if cancel else deadline
+            now = time.monotonic()
+            if keepalive is not None and now >= next_alive:
+                self._send("alive", {"target": request_id})
+                next_alive = now + keepalive
+            step_deadline = min(deadline, next_alive, now + 0.1 if cancel else deadline)
             try:
                 header, payload = self._receive(request_id, step_deadline)
             except DaemonTimeout:

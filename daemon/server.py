@@ -45,6 +45,9 @@ from glcic.pipeline import (
 log = logging.getLogger("glcic.daemon")
 
 REPLIES_ADDRESS = "inproc://glcic-replies"
+#: A job is dropped once its client has missed this many `alive` periods.
+ABANDON_AFTER = 3
+KEEPALIVE_RANGE = (0.1, 60.0)
 _HEADER_FRAME_LIMIT = 64 * 1024
 _SMALLEST_WORKING_SIDE = 384
 
@@ -92,6 +95,14 @@ class Job:
     timeout: float
     deadline: float = float("inf")  # set when the job starts: queueing time does not count
     cancel: threading.Event = field(default_factory=threading.Event)
+    #: Seconds between the client's `alive` messages, if it promised them (None: it did not).
+    keepalive: float | None = None
+    last_seen: float = field(default_factory=time.monotonic)
+
+    def abandoned(self, now: float) -> bool:
+        """Whether a client that promised `alive` messages has missed several: it is gone
+        (a host killed its plug-in, or crashed), so nobody is waiting for this result."""
+        return self.keepalive is not None and now - self.last_seen > ABANDON_AFTER * self.keepalive
 
 
 class RequestError(Exception):
@@ -149,7 +160,10 @@ class Worker(threading.Thread):
             self._send(socket, job, {"type": "progress", "stage": stage, "fraction": fraction})
 
         def should_stop() -> bool:
-            return job.cancel.is_set() or time.monotonic() > job.deadline
+            now = time.monotonic()
+            if job.abandoned(now):
+                job.cancel.set()
+            return job.cancel.is_set() or now > job.deadline
 
         try:
             name, model = self.server.manager.get(job.model)
@@ -174,11 +188,13 @@ class Worker(threading.Thread):
         except CancelledError:
             timed_out = time.monotonic() > job.deadline and not job.cancel.is_set()
             code = protocol.TIMEOUT if timed_out else protocol.CANCELLED
-            message = (
-                f"the request took longer than {self.server.settings.request_timeout:g} s"
-                if timed_out
-                else "cancelled"
-            )
+            if timed_out:
+                message = f"the request took longer than {self.server.settings.request_timeout:g} s"
+            elif job.abandoned(time.monotonic()):
+                message = "cancelled: the client stopped sending 'alive'"
+                log.info("dropped %s: its client is gone", job.request_id)
+            else:
+                message = "cancelled"
             self._error(socket, job, code, message)
         except ModelNotFound as error:
             self._error(
@@ -239,6 +255,22 @@ class Server:
             job = self.queue.popleft() if self.queue else None
             self.worker.running = job
             return job
+
+    def _drop_abandoned(self, router: zmq.Socket) -> None:
+        """Answer and drop queued jobs whose clients are gone, so the living do not wait."""
+        now = time.monotonic()
+        with self.queue_ready:
+            gone = [job for job in self.queue if job.abandoned(now)]
+            for job in gone:
+                self.queue.remove(job)
+        for job in gone:
+            log.info("dropped queued %s: its client is gone", job.request_id)
+            self._reply(
+                router,
+                job.identity,
+                job.request_id,
+                error=(protocol.CANCELLED, "cancelled: the client stopped sending 'alive'"),
+            )
 
     def _enqueue(self, job: Job) -> int:
         with self.queue_ready:
@@ -310,6 +342,7 @@ class Server:
                     if not router.poll(0):
                         break
                     self._handle(router, router.recv_multipart(copy=False))
+            self._drop_abandoned(router)
 
     def _shutdown(self, router: zmq.Socket, replies: zmq.Socket) -> None:
         """Cancel the running job, answer everyone waiting, and stop the worker."""
@@ -428,6 +461,9 @@ class Server:
             return
         if payload:
             raise RequestError(protocol.BAD_REQUEST, f"operation {op!r} takes no payload frames")
+        if op == "alive":  # no reply: it only keeps the client's jobs from being dropped
+            self._alive(identity, header.get("target"))
+            return
         if op == "ping":
             self._reply(
                 router,
@@ -502,6 +538,17 @@ class Server:
                 protocol.NO_MODEL,
                 f"no model is available: put a .safetensors model in {self.manager.directory}",
             )
+        keepalive = header.get("keepalive")
+        if keepalive is not None and (
+            not isinstance(keepalive, (int, float))
+            or isinstance(keepalive, bool)
+            or not KEEPALIVE_RANGE[0] <= keepalive <= KEEPALIVE_RANGE[1]
+        ):
+            raise RequestError(
+                protocol.BAD_REQUEST,
+                f"'keepalive' must be a number of seconds from {KEEPALIVE_RANGE[0]:g} to "
+                f"{KEEPALIVE_RANGE[1]:g}",
+            )
         return Job(
             header["id"],
             identity,
@@ -512,7 +559,16 @@ class Server:
             model,
             blend,
             self.settings.request_timeout,
+            keepalive=float(keepalive) if keepalive is not None else None,
         )
+
+    def _alive(self, identity: bytes, target: Any) -> None:
+        now = time.monotonic()
+        with self.queue_ready:
+            jobs = [*self.queue, self.worker.running]
+        for job in jobs:
+            if job is not None and job.request_id == target and job.identity == identity:
+                job.last_seen = now
 
     def _cancel(self, router, target: Any) -> dict[str, Any]:
         with self.queue_ready:

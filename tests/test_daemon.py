@@ -328,6 +328,63 @@ def test_busy_queue_cancel_and_timeout(tmp_path: Path) -> None:
         timed.stop()
 
 
+def _many_holes_job(size: int = 3000) -> tuple[bytes, bytes]:
+    """A job of many separate crops: seconds with a half-width model, with stops between."""
+    mask = np.zeros((size, size), np.uint8)
+    for index in range(36):
+        y, x = 100 + 500 * (index // 6), 100 + 500 * (index % 6)
+        side = 10 + 3 * index
+        mask[y : y + side, x : x + side] = 255
+    return np.full((size, size, 4), 120, np.uint8).tobytes(), mask.tobytes()
+
+
+def test_requests_of_a_client_that_stopped_sending_alive_are_dropped(tmp_path: Path) -> None:
+    """A host that kills its plug-in (GIMP on Cancel) leaves requests nobody will read: the
+    daemon drops them, running and queued, once their `alive` messages stop."""
+    home = tmp_path / "home"
+    torch.manual_seed(0)
+    save_model(new_model(ModelMetadata(width=0.5)), home / "models" / "slow.safetensors")
+    running = Daemon(home, "--model", "slow")
+    running.start()
+    try:
+        connection = read_connection_file(running.connection_file)
+        socket = _raw_socket(connection)
+        pixels, mask = _many_holes_job()
+
+        def send(header: dict, payload=()) -> None:
+            socket.send_multipart(protocol.pack(connection.key, {"v": 1, **header}, payload))
+
+        job = {"op": "complete", "width": 3000, "height": 3000, "keepalive": 0.2}
+        send({"id": "bad", **job, "keepalive": 0}, [pixels, mask])
+        send({"id": "a", **job}, [pixels, mask])  # runs; no `alive` will ever follow
+        send({"id": "b", **job}, [pixels, mask])  # waits behind it
+        finals: dict[str, dict] = {}
+        started = time.monotonic()
+        while len(finals) < 3:
+            reply, _ = _receive(socket, 120000)
+            if reply.get("type") != "progress":
+                finals[reply["id"]] = reply
+        assert (
+            finals["bad"]["code"] == protocol.BAD_REQUEST
+            and "keepalive" in finals["bad"]["message"]
+        )
+        for request_id in ("a", "b"):
+            assert finals[request_id]["code"] == protocol.CANCELLED, finals[request_id]
+            assert "alive" in finals[request_id]["message"]
+        socket.close()
+        # A client that keeps sending them (the thin client does, every 0.2 s here) is served
+        # however long its job takes.
+        client = running.client(timeout=120)
+        result = client.complete(3000, 3000, pixels, mask, keepalive=0.2, timeout=300)
+        assert result.width > 0 and result.height > 0
+        log = running.log()
+        assert "dropped a: its client is gone" in log or "dropped queued a" in log
+        assert "dropped queued b: its client is gone" in log
+        assert time.monotonic() - started < 300
+    finally:
+        running.stop()
+
+
 def test_hot_reload_and_a_corrupt_file(tmp_path: Path) -> None:
     home = tmp_path / "home"
     save_tiny(home, "tiny", seed=0)

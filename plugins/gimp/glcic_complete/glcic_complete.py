@@ -13,8 +13,9 @@ Threads: GIMP's API is used from this process's main thread only. The daemon cal
 CompletionJob on a worker thread while the main thread waits on its events and keeps GIMP's
 progress bar (with its Cancel button) moving. Cancelling: GIMP 3 does not tell a plug-in that
 Cancel was pressed; it ends the plug-in's process (a quit message, then SIGKILL 10 ms later), so
-nothing here runs after Cancel. The daemon finishes the orphaned request on its own and drops its
-reply; GIMP's image is untouched, as the layer is only added once the fill has arrived.
+nothing here runs after Cancel. The worker's `alive` messages stop with it, so the daemon drops
+the request within a few seconds; GIMP's image is untouched, as the layer is only added once the
+fill has arrived.
 
 Errors (no daemon, timeouts, version mismatches, daemon-side failures, an empty selection) end
 the procedure with an execution error carrying the words for the user, which GIMP shows.
