@@ -14,7 +14,14 @@ fi
 install() {
     $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $packages
 }
-if ! dpkg-query -W $packages >/dev/null 2>&1; then
+installed() {
+    local package
+    for package in $packages; do
+        [[ $(dpkg-query -W -f='${Status}' "$package" 2>/dev/null) == "install ok installed" ]] ||
+            return 1
+    done
+}
+if ! installed; then
     install >&2 || { $sudo apt-get update >&2 && install >&2; }
 fi
 
