@@ -328,6 +328,16 @@ def test_export_carries_the_last_evaluation_table(tmp_path, data_dir, monkeypatc
     assert "21.5" in model.metadata.extra["evaluation"]
     assert model.metadata.extra["training_config"]["image_size"] == 32
 
+    # Shipping a file somewhere else, with the data's terms and a note written into it.
+    shipped = tmp_path / "package" / "default.safetensors"
+    terms, notes = "research and educational use only", "the shipped default"
+    args = ["export", str(run), "--out", str(shipped), "--float16", "--terms", terms]
+    assert main([*args, "--notes", notes]) == 0
+    model = load_model(shipped)
+    assert terms in model.metadata.provenance.licence and model.metadata.notes == notes
+    assert not (tmp_path / "home" / "models" / "default.safetensors").exists()
+    assert main(["export", str(run), "--out", str(tmp_path / "default.pt")]) == 2
+
 
 def test_sigterm_to_the_process_group_with_loader_workers_still_checkpoints(
     tmp_path: Path, data_dir: Path

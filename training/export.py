@@ -31,12 +31,21 @@ def phase_steps(config: TrainConfig, step: int) -> dict[str, int]:
     return {"completion": completion, "discriminator": discriminator, "joint": joint}
 
 
-def model_from_checkpoint(state: dict[str, Any], evaluation: str = "") -> CompletionModel:
+def model_from_checkpoint(
+    state: dict[str, Any], evaluation: str = "", terms: str = "", notes: str = ""
+) -> CompletionModel:
+    """The completion network of a checkpoint, with metadata a user of the file can read.
+
+    `terms` states the training data's terms of use in words (e.g. "research use only"); the
+    weights inherit them, so they go into the file's licence field, not only into a model card.
+    """
     config = TrainConfig(**state["config"])
     network = CompletionNetwork(config.width)
     network.load_state_dict(state["completion"])
     network.eval()
-    licence = DATA_TERMS
+    licence = (
+        f"trained on data whose terms are: {terms}; the weights carry them" if terms else DATA_TERMS
+    )
     if state.get("init_licence"):
         licence += f"; fine-tuned from weights licensed {state['init_licence']}"
     extra: dict[str, Any] = {"training_config": config.to_dict()}
@@ -54,6 +63,7 @@ def model_from_checkpoint(state: dict[str, Any], evaluation: str = "") -> Comple
             steps=phase_steps(config, int(state["step"])),
             licence=licence,
         ),
+        notes=notes,
         extra=extra,
     )
     return CompletionModel(network, metadata)
@@ -70,14 +80,28 @@ def last_evaluation(run_dir: Path) -> str:
     return ""
 
 
-def export_run(run_dir: Path, name: str, storage: str = "float32") -> Path:
-    """Write RUN_DIR's latest completion network to <models dir>/<name>.safetensors, atomically."""
-    if not _NAME.match(name):
-        raise ExportError(
-            f"model name {name!r} must be letters, digits, '.', '_' or '-' (at most 100)"
-        )
+def export_run(
+    run_dir: Path,
+    name: str | None,
+    storage: str = "float32",
+    *,
+    out: Path | None = None,
+    terms: str = "",
+    notes: str = "",
+) -> Path:
+    """Write RUN_DIR's latest completion network, atomically, to `out` or to
+    <models dir>/<name>.safetensors (where the daemon picks it up)."""
+    if out is None:
+        if name is None or not _NAME.match(name):
+            raise ExportError(
+                f"model name {name!r} must be letters, digits, '.', '_' or '-' (at most 100)"
+            )
+        target = models_dir() / f"{name}.safetensors"
+    else:
+        if out.suffix != ".safetensors":
+            raise ExportError(f"{out}: a model file's name must end in .safetensors")
+        target = out
     state = load_latest_checkpoint(run_dir)
-    model = model_from_checkpoint(state, last_evaluation(run_dir))
-    target = models_dir() / f"{name}.safetensors"
+    model = model_from_checkpoint(state, last_evaluation(run_dir), terms=terms, notes=notes)
     save_model(model, target, storage=storage)
     return target

@@ -2,7 +2,7 @@
 
 glcic-train --data DIR [DIR ...] --out RUN_DIR [--config FILE.toml] [--preset NAME]
             [--init MODEL] [--resume] [--export NAME] [--FIELD VALUE ...]
-glcic-train export RUN_DIR --name NAME [--float16]
+glcic-train export RUN_DIR (--name NAME | --out FILE) [--float16] [--terms TEXT] [--notes TEXT]
 torchrun --nproc-per-node N -m glcic.training.train ...   (several GPUs or machines)
 """
 
@@ -66,14 +66,27 @@ def _export_parser() -> argparse.ArgumentParser:
         description="Write a run's completion network into the daemon's model directory.",
     )
     parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--name", required=True)
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--name", help="install as NAME in the daemon's model directory")
+    where.add_argument("--out", type=Path, help="write to this .safetensors file instead")
     parser.add_argument("--float16", action="store_true", help="store weights as float16")
+    parser.add_argument(
+        "--terms", default="", help="the training data's terms of use, recorded in the file"
+    )
+    parser.add_argument("--notes", default="", help="free text recorded in the file")
     return parser
 
 
 def _export(argv: Sequence[str]) -> int:
     args = _export_parser().parse_args(argv)
-    path = export_run(args.run_dir, args.name, "float16" if args.float16 else "float32")
+    path = export_run(
+        args.run_dir,
+        args.name,
+        "float16" if args.float16 else "float32",
+        out=args.out,
+        terms=args.terms,
+        notes=args.notes,
+    )
     print(f"exported {args.run_dir} as {path}")
     return 0
 
