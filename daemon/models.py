@@ -15,13 +15,13 @@ from typing import Any
 
 import torch
 
-from glcic.default_model import PACKAGED_MODEL
+from glcic.default_model import DEFAULT_MODEL_NAME, PACKAGED_MODEL
 from glcic.errors import GlcicError
 from glcic.model_file import MODEL_SUFFIX, CompletionModel, load_model
 
 log = logging.getLogger("glcic.daemon")
 
-BUILTIN_NAME = "default"
+BUILTIN_NAME = DEFAULT_MODEL_NAME
 
 
 class ModelNotFound(GlcicError):
