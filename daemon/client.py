@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 import zmq
@@ -43,6 +43,8 @@ MAX_WORKING_SIDE = 1024
 
 #: How often a waiting client tells the daemon it is still there (see Client.complete).
 KEEPALIVE_SECONDS = 1.0
+#: How long `complete` waits for the daemon to confirm a cancel before giving up on it.
+CANCEL_GRACE_SECONDS = 10.0
 
 #: Operations that change nothing, so a lost reply may be retried on a fresh socket.
 IDEMPOTENT = frozenset({"ping", "status", "models"})
@@ -283,7 +285,8 @@ class CompletionResult:
     seconds: float
 
 
-ProgressCallback = Callable[[str, float], None]
+if TYPE_CHECKING:  # annotations only: hosts may embed Python 3.8, where this fails at runtime
+    ProgressCallback = Callable[[str, float], None]
 
 
 class Client:
@@ -341,14 +344,18 @@ class Client:
         self.socket.send_multipart(pack(self.connection.key, header, payload), copy=False)
         return request_id
 
-    def _receive(self, request_id: str, deadline: float) -> tuple[dict[str, Any], list[bytes]]:
-        """The next message for `request_id` (others, e.g. late replies, are dropped)."""
+    def _receive(
+        self, request_id: str, deadline: float, waited: float | None = None
+    ) -> tuple[dict[str, Any], list[bytes]]:
+        """The next message for `request_id` (others, e.g. late replies, are dropped).
+
+        `waited` is the whole wait the caller allowed, for the timeout's message."""
         assert self.socket is not None
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not self.socket.poll(int(remaining * 1000) + 1):
                 raise DaemonTimeout(
-                    f"the glcic daemon did not answer within {self.timeout:g} s "
+                    f"the glcic daemon did not answer within {waited or self.timeout:g} s "
                     "(is it busy or stuck? see: glcic-daemon status)"
                 )
             try:
@@ -373,7 +380,7 @@ class Client:
         for attempt in range(attempts):
             request_id = self._send(op, fields)
             try:
-                header, _ = self._receive(request_id, time.monotonic() + limit)
+                header, _ = self._receive(request_id, time.monotonic() + limit, limit)
                 return header
             except DaemonTimeout:
                 if attempt + 1 == attempts:
@@ -430,7 +437,10 @@ class Client:
         """Fill `mask` (8-bit, 255 = fill) in an RGBA8 image; returns the changed rectangle.
 
         `progress(stage, fraction)` is called as the daemon reports; setting `cancel` asks the
-        daemon to stop, and this raises DaemonError with code "cancelled". While waiting, an
+        daemon to stop, and this raises DaemonError with code "cancelled" when the daemon
+        confirms, or after CANCEL_GRACE_SECONDS if it does not (a dead or stuck daemon must not
+        hold the caller until `timeout`). A result that arrives after `cancel` was set is
+        discarded the same way: the caller asked for nothing more. While waiting, an
         `alive` message goes out every `keepalive` seconds: if this process dies (a host kills
         its plug-in on Cancel, or crashes), the daemon drops the request after a few missed
         ones instead of computing a result nobody will read. None turns that off.
@@ -444,19 +454,23 @@ class Client:
         deadline = time.monotonic() + timeout
         next_alive = time.monotonic() + keepalive if keepalive is not None else float("inf")
         cancel_sent = False
+        cancelled = DaemonError(CANCELLED, "cancelled")
         while True:
             if cancel is not None and cancel.is_set() and not cancel_sent:
                 self._send("cancel", {"target": request_id})
                 cancel_sent = True
+                deadline = min(deadline, time.monotonic() + CANCEL_GRACE_SECONDS)
             now = time.monotonic()
             if keepalive is not None and now >= next_alive:
                 self._send("alive", {"target": request_id})
                 next_alive = now + keepalive
             step_deadline = min(deadline, next_alive, now + 0.1 if cancel else deadline)
             try:
-                header, payload = self._receive(request_id, step_deadline)
+                header, payload = self._receive(request_id, step_deadline, timeout)
             except DaemonTimeout:
                 if time.monotonic() >= deadline:
+                    if cancel_sent:
+                        raise cancelled from None
                     self._send("cancel", {"target": request_id})
                     raise
                 continue
@@ -466,6 +480,8 @@ class Client:
                     progress(str(header.get("stage")), float(header.get("fraction", 0.0)))
                 continue
             if kind == "result" and len(payload) == 1:
+                if cancel is not None and cancel.is_set():
+                    raise cancelled
                 return CompletionResult(
                     x=int(header["x"]),
                     y=int(header["y"]),

@@ -135,6 +135,13 @@ def test_closing_the_image_before_the_fill_arrives_is_explained(krita_run) -> No
 
 
 @pytest.mark.slow
+def test_a_source_layer_deleted_meanwhile_still_gets_its_fill_on_top(krita_run) -> None:
+    entry = krita_run["scenarios"]["source_removed"]
+    assert entry["outcome"] == "done", entry["message"]
+    assert entry["layers_after"] == ["Background", "top", "Content-aware fill"]
+
+
+@pytest.mark.slow
 def test_action_has_a_shortcut_that_krita_does_not_use(krita_run) -> None:
     shortcut = krita_run["shortcut"]
     assert shortcut["text"] == "Content-aware complete"

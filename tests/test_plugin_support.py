@@ -295,3 +295,97 @@ def test_install_for_a_bundled_python_vendors_an_importable_pyzmq(tmp_path) -> N
     assert check.returncode == 0, check.stderr
     assert str(vendor) in check.stdout
     assert stat.S_ISDIR((vendor / "zmq").stat().st_mode)
+
+
+class _ScriptedDaemon:
+    """A ROUTER socket that answers like a daemon only as a test scripts it (or not at all)."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        import zmq
+
+        self.key = os.urandom(32)
+        self.context = zmq.Context()
+        self.socket = self.context.socket(zmq.ROUTER)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        port = self.socket.bind_to_random_port("tcp://127.0.0.1")
+        self.connection_file = tmp_path / "daemon.json"
+        document = {"host": "127.0.0.1", "port": port, "key": self.key.hex(), "pid": os.getpid(),
+                    "protocol": client_module.PROTOCOL_VERSION}  # fmt: skip
+        self.connection_file.write_text(__import__("json").dumps(document))
+        self.connection_file.chmod(0o600)
+
+    def receive(self, op: str, timeout: float = 30.0) -> tuple[bytes, dict]:
+        """The next message with `op` (keepalives and others are read and skipped)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.socket.poll(100):
+                identity, *frames = self.socket.recv_multipart()
+                header, _ = client_module.unpack(self.key, frames)
+                if header.get("op") == op:
+                    return identity, header
+        raise AssertionError(f"no {op!r} message arrived")
+
+    def reply(self, identity: bytes, header: dict, payload=()) -> None:
+        self.socket.send_multipart([identity, *client_module.pack(self.key, header, payload)])
+
+    def close(self) -> None:
+        self.socket.close()
+        self.context.term()
+
+
+def _complete_in_thread(connection_file: Path, cancel):
+    import threading
+
+    outcome: dict = {}
+
+    def run() -> None:
+        with client_module.Client(connection_file, timeout=5) as client:
+            try:
+                outcome["result"] = client.complete(4, 4, bytes(64), bytes(16), cancel=cancel,
+                                                    timeout=120)  # fmt: skip
+            except client_module.DaemonError as error:
+                outcome["code"] = error.code
+            except client_module.DaemonTimeout:
+                outcome["code"] = "timeout"
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def test_cancel_ends_the_wait_even_when_the_daemon_never_confirms(tmp_path, monkeypatch) -> None:
+    """A daemon that died or hangs mid-job must not hold the user's Cancel for the full timeout."""
+    import threading
+
+    monkeypatch.setattr(client_module, "CANCEL_GRACE_SECONDS", 0.5)
+    daemon = _ScriptedDaemon(tmp_path)
+    try:
+        cancel = threading.Event()
+        thread, outcome = _complete_in_thread(daemon.connection_file, cancel)
+        daemon.receive("complete")
+        cancel.set()
+        daemon.receive("cancel")  # and never answered
+        thread.join(60)  # far below the request's 120 s timeout
+        assert not thread.is_alive() and outcome == {"code": client_module.CANCELLED}
+    finally:
+        daemon.close()
+
+
+def test_a_result_that_crosses_the_cancel_is_discarded(tmp_path) -> None:
+    """Cancel acts between crops, so a result may still come: the user asked for nothing more."""
+    import threading
+
+    daemon = _ScriptedDaemon(tmp_path)
+    try:
+        cancel = threading.Event()
+        thread, outcome = _complete_in_thread(daemon.connection_file, cancel)
+        identity, request = daemon.receive("complete")
+        cancel.set()
+        daemon.receive("cancel")
+        result = {"v": 1, "id": request["id"], "type": "result", "x": 0, "y": 0, "width": 4,
+                  "height": 4, "model": "m", "seconds": 0.1}  # fmt: skip
+        daemon.reply(identity, result, [bytes(64)])
+        thread.join(60)
+        assert not thread.is_alive() and outcome == {"code": client_module.CANCELLED}
+    finally:
+        daemon.close()

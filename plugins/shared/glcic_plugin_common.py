@@ -140,13 +140,12 @@ class Request:
 
 
 class CompletionJob:
-    """A daemon call on a worker thread; poll `events` from the UI thread.
-    One completion, talking to the daemon on a worker thread so Krita never waits on the network.
+    """One completion, talking to the daemon on a worker thread so the host never waits on it.
 
-    Krita's API may only be used from its UI thread, and a daemon call can take seconds (or hang,
-    if the daemon does). So the work is split: the worker thread owns the ZeroMQ client and does
-    every blocking call; the UI thread reads and writes pixels. They meet through a queue of
-    events that the UI thread polls with a timer. The exchange is:
+    Krita's and GIMP's APIs may only be used from their UI (main) thread, and a daemon call can
+    take seconds (or hang, if the daemon does). So the work is split: the worker thread owns the
+    ZeroMQ client and does every blocking call; the UI thread reads and writes pixels. They meet
+    through a queue of events that the UI thread polls with a timer. The exchange is:
 
         worker: ask the daemon which hole sizes its model handles  -> event ("need_pixels", limit)
         UI:     read the selection's box plus the context margin   -> job.provide(region, ...)
@@ -167,8 +166,10 @@ class CompletionJob:
         self._thread.start()
 
     def provide(self, request: Request | None) -> None:
-        """Answer "need_pixels"; None gives up (e.g. the document was closed)."""
-        self._requests.put(request)
+        """Answer "need_pixels"; None gives up (e.g. the document was closed). Never blocks the
+        host's UI thread: after a cancel the worker already holds its answer (None)."""
+        with contextlib.suppress(queue.Full):
+            self._requests.put_nowait(None if self.cancelled.is_set() else request)
 
     def cancel(self) -> None:
         self.cancelled.set()

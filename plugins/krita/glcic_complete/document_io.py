@@ -9,6 +9,8 @@ document is only touched once, by adding the finished layer.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from krita import Document, Krita, Node
 
 from .glcic_plugin_common import Rect, fill_layer_pixels, swap_red_blue
@@ -16,7 +18,8 @@ from .glcic_plugin_common import Rect, fill_layer_pixels, swap_red_blue
 _SRGB_PROFILES = ("sRGB-elle-V2-srgbtrc.icc", "sRGB built-in")
 _DAEMON_SPACE = ("RGBA", "U8", "sRGB-elle-V2-srgbtrc.icc")
 
-ColorSpace = tuple[str, str, str]
+if TYPE_CHECKING:  # annotations only: Krita 5.1 bundles Python 3.8, where tuple[...] fails
+    ColorSpace = tuple[str, str, str]
 
 
 def node_space(node: Node) -> ColorSpace:
@@ -71,6 +74,11 @@ def add_fill_layer(
     layer = document.createNode(name, "paintlayer")
     # Written before the layer joins the document, so the undo stack sees one "add layer".
     layer.setPixelData(pixels, rect.x, rect.y, rect.width, rect.height)
-    parent = above.parentNode() or document.rootNode()
-    parent.addChildNode(layer, above)
+    parent = above.parentNode()
+    if parent is None:  # the source layer was deleted while the daemon worked: add on top
+        parent = document.rootNode()
+        children = parent.childNodes()
+        above = children[-1] if children else None
+    if not parent.addChildNode(layer, above):
+        raise RuntimeError("Krita did not accept the new layer")
     return layer

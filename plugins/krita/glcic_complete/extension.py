@@ -18,15 +18,21 @@ except ImportError:  # pragma: no cover - no Qt 6 Krita to test with here
     from PyQt6.QtWidgets import QApplication, QMessageBox, QProgressDialog, QWidget
 
 from . import document_io
-from .glcic_plugin_common import (
-    PROGRESS_STAGES,
-    CompletionJob,
-    Rect,
-    Request,
-    context_region,
-    region_mask,
-    sub_rows,
-)
+
+try:  # needs pyzmq and msgpack in Krita's Python; without them the action explains, not vanishes
+    from .glcic_plugin_common import (
+        PROGRESS_STAGES,
+        CompletionJob,
+        Rect,
+        Request,
+        context_region,
+        region_mask,
+        sub_rows,
+    )
+
+    MISSING_MODULE = ""
+except ImportError as error:  # a Krita without pyzmq or msgpack (see run())
+    MISSING_MODULE = str(error)
 
 ACTION_ID = "glcic_content_aware_complete"
 TITLE = "Content-aware complete"
@@ -59,6 +65,17 @@ class ContentAwareComplete(QObject):
 
     def run(self) -> None:
         """The action: complete the active document's selection from its active layer."""
+        if MISSING_MODULE:
+            self._message(
+                f"{TITLE} cannot talk to the glcic daemon: Krita's Python lacks a module it "
+                f"needs ({MISSING_MODULE}). On Linux install python3-zmq and python3-msgpack "
+                "(e.g. sudo apt install python3-zmq python3-msgpack); for a Krita with its own "
+                "Python (Windows, macOS, AppImage) run glcic-daemon install-plugin krita "
+                "--python X.Y with that Python's version.",
+                WARNING,
+            )
+            self.finished.emit("error")
+            return
         if self.job is not None:
             self._message("A content-aware completion is already running.", INFORMATION)
             return
@@ -128,16 +145,17 @@ class ContentAwareComplete(QObject):
 
     def _provide_pixels(self, job: CompletionJob, max_hole_side: int) -> None:
         """Read the selection's box plus the context the network looks at, no more."""
-        region = context_region(self.box, self.image, max_hole_side)
         try:
+            region = context_region(self.box, self.image, max_hole_side)
             rgba = document_io.read_rgba8(self.node, region)
+            request = Request(region, rgba, region_mask(self.selection, self.box, region))
         except Exception as error:  # e.g. the layer was deleted meanwhile
             job.provide(None)  # the worker ends; its "cancelled" is no longer polled
             self._finish(None)
             self._message(f"Could not read the layer's pixels: {error}", WARNING)
             self.finished.emit("error")
             return
-        job.provide(Request(region, rgba, region_mask(self.selection, self.box, region)))
+        job.provide(request)
 
     def _apply(self, request: Request, result) -> None:
         """Put the daemon's changed rectangle on a new layer, with the selection as alpha."""

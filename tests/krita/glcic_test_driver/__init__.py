@@ -213,6 +213,34 @@ class Driver:
             "shown": self.messages(),
         }
 
+    def source_removed_scenario(self) -> None:
+        """The user deletes the source layer while the daemon works: the fill still arrives,
+        on top of the stack, rather than being lost."""
+        doc, paint = self.new_document("RGBA", "U8", "source removed")
+        selection = Selection()
+        selection.select(30, 30, 40, 30, 255)
+        doc.setSelection(selection)
+        doc.waitForDone()
+        original = self.completion._provide_pixels
+
+        def provide_then_delete(job, limit) -> None:
+            original(job, limit)
+            paint.remove()
+            doc.waitForDone()
+
+        self.completion._provide_pixels = provide_then_delete
+        try:
+            outcome = self.trigger()
+        finally:
+            del self.completion._provide_pixels  # the class's method again
+        QApplication.processEvents()
+        self.results["scenarios"]["source_removed"] = {
+            "outcome": outcome,
+            "message": self.completion.last_message if outcome != "done" else "",
+            "layers_after": self.record_layers(doc),
+        }
+        doc.setModified(False)
+
     def shortcut_check(self) -> None:
         ours = Krita.instance().action(ACTION)
         shortcut = ours.shortcut().toString()
@@ -263,6 +291,7 @@ class Driver:
         else:
             os.environ["GLCIC_CONNECTION_FILE"] = saved
         self.closed_meanwhile_scenario()
+        self.source_removed_scenario()
         # Krita carries on: the same action works again once the daemon is reachable.
         self.completion_scenario("after_error", "RGBA", "U8", 0)
 
