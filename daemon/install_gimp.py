@@ -77,11 +77,6 @@ def install(dest: Path | None, python: str | None) -> InstallReport:
     report = InstallReport()
     plugins = dest if dest is not None else gimp_plugins_dir()
     folder = plugins / PLUGIN_NAME
-    replace_tree(plugin_source("gimp") / PLUGIN_NAME, folder, client_into=Path("."))
-    main = folder / f"{PLUGIN_NAME}.py"
-    main.chmod(main.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-    report.installed.append(folder)
-
     bundled = python
     if bundled is None and sys.platform in ("win32", "darwin"):
         found = bundled_python_version(gimp_install_dirs())
@@ -91,8 +86,18 @@ def install(dest: Path | None, python: str | None) -> InstallReport:
                 f"no installed GIMP 3 found to read its Python version from; assuming Python "
                 f"{BUNDLED_PYTHON} (run again with --python X.Y if your GIMP bundles another)"
             )
+    wheels: list[str] = []
+
+    def prepare(tree: Path) -> None:
+        main = tree / f"{PLUGIN_NAME}.py"
+        main.chmod(main.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+        if bundled is not None:  # before the swap: offline, the old install keeps working
+            wheels.extend(vendor_client_requirements(tree / VENDOR_DIR, bundled))
+
+    replace_tree(plugin_source("gimp") / PLUGIN_NAME, folder, Path("."), prepare=prepare)
+    report.installed.append(folder)
+
     if bundled is not None:
-        wheels = vendor_client_requirements(folder / VENDOR_DIR, bundled)
         report.notes.append(f"unpacked for GIMP's Python {bundled}: {', '.join(wheels)}")
     elif not python_can_import(system_python()):
         report.problems.append(

@@ -72,8 +72,15 @@ def install(dest: Path | None, python: str | None) -> InstallReport:
     source = plugin_source("krita")
     pykrita = dest if dest is not None else krita_resource_dir() / "pykrita"
     package = pykrita / PLUGIN_NAME
-    replace_tree(source / PLUGIN_NAME, package, client_into=Path("."))
-    (package / ACTION_FILE).unlink()  # Krita reads actions from its actions/ folder
+    bundled = python or (BUNDLED_PYTHON if sys.platform in ("win32", "darwin") else None)
+    wheels: list[str] = []
+
+    def prepare(tree: Path) -> None:
+        (tree / ACTION_FILE).unlink()  # Krita reads actions from its actions/ folder
+        if bundled is not None:  # before the swap: offline, the old install keeps working
+            wheels.extend(vendor_client_requirements(tree / VENDOR_DIR, bundled))
+
+    replace_tree(source / PLUGIN_NAME, package, client_into=Path("."), prepare=prepare)
     shutil.copy2(source / f"{PLUGIN_NAME}.desktop", pykrita / f"{PLUGIN_NAME}.desktop")
     actions = pykrita.parent / "actions"
     actions.mkdir(parents=True, exist_ok=True)
@@ -85,9 +92,7 @@ def install(dest: Path | None, python: str | None) -> InstallReport:
     write_file_atomic(rc, enable_in_kritarc(current, PLUGIN_NAME))
     report.notes.append(f"enabled in {rc}")
 
-    bundled = python or (BUNDLED_PYTHON if sys.platform in ("win32", "darwin") else None)
     if bundled is not None:
-        wheels = vendor_client_requirements(package / VENDOR_DIR, bundled)
         report.notes.append(f"unpacked for Krita's Python {bundled}: {', '.join(wheels)}")
     elif not python_can_import(system_python()):
         report.problems.append(

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,10 +55,17 @@ def plugin_source(host: str) -> Path:
     raise InstallError(f"the {host} plugin's files are missing from this glcic installation")
 
 
-def replace_tree(source: Path, destination: Path, client_into: Path | None) -> None:
+def replace_tree(
+    source: Path,
+    destination: Path,
+    client_into: Path | None,
+    prepare: Callable[[Path], None] | None = None,
+) -> None:
     """Copy `source` to `destination` (replacing an older install) without ever leaving a half
-    copy: the new tree is built beside it and renamed into place. `client_into` is the folder,
-    relative to the tree's root, that receives the thin client and the plugins' shared module."""
+    copy: the new tree is built beside it, completed by `prepare(tree)` (e.g. unpacking wheels,
+    which may fail offline), and only then renamed into place; on any failure the previous
+    install stays as it was. `client_into` is the folder, relative to the tree's root, that
+    receives the thin client and the plugins' shared module."""
     destination.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
     try:
@@ -66,10 +74,18 @@ def replace_tree(source: Path, destination: Path, client_into: Path | None) -> N
         if client_into is not None:
             shutil.copy2(CLIENT_MODULE, tree / client_into / CLIENT_NAME)
             shutil.copy2(plugin_source("shared") / COMMON_NAME, tree / client_into / COMMON_NAME)
+        if prepare is not None:
+            prepare(tree)
         old = staging / "old"
-        if destination.exists() or destination.is_symlink():
+        had_old = destination.exists() or destination.is_symlink()
+        if had_old:
             os.replace(destination, old)
-        os.replace(tree, destination)
+        try:
+            os.replace(tree, destination)
+        except OSError:
+            if had_old:
+                os.replace(old, destination)
+            raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

@@ -222,9 +222,10 @@ def test_error_words_name_the_host_and_the_remedy() -> None:
 # -- installing into Krita's folders ---------------------------------------------------------
 
 
-def _install(home: Path, *args: str) -> subprocess.CompletedProcess:
+def _install(home: Path, *args: str, **extra_env: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("XDG_")}
     env["HOME"] = str(home)
+    env.update(extra_env)
     return subprocess.run(
         [sys.executable, "-m", "glcic.daemon.cli", "install-plugin", *args],
         capture_output=True, text=True, env=env, timeout=300,
@@ -272,6 +273,21 @@ def test_install_into_an_unwritable_place_fails_cleanly(tmp_path) -> None:
     assert result.returncode == 2
     assert "could not install the krita plugin" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("host", ["krita", "gimp"])
+def test_a_reinstall_that_cannot_fetch_wheels_keeps_the_working_install(tmp_path, host) -> None:
+    dest = tmp_path / "plugins"
+    assert _install(tmp_path, host, "--dest", str(dest)).returncode == 0
+    vendored = dest / "glcic_complete" / "vendor" / "zmq" / "__init__.py"  # an earlier --python
+    vendored.parent.mkdir(parents=True)
+    vendored.write_text("# the pyzmq an earlier install unpacked\n")
+    before = {p.relative_to(dest): p.read_bytes() for p in dest.rglob("*") if p.is_file()}
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    offline = _install(tmp_path, host, "--dest", str(dest), "--python", version, PIP_NO_INDEX="1")
+    assert offline.returncode == 2 and "Traceback" not in offline.stderr
+    after = {p.relative_to(dest): p.read_bytes() for p in dest.rglob("*") if p.is_file()}
+    assert after == before  # nothing half-replaced, no staging folder left behind
 
 
 def test_install_refuses_a_malformed_python_version(tmp_path) -> None:
