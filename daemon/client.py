@@ -18,6 +18,7 @@ import hmac
 import json
 import math
 import os
+import stat
 import struct
 import sys
 import threading
@@ -143,33 +144,34 @@ def unpack(key: bytes, frames: Sequence[Any]) -> tuple[dict[str, Any], list[Any]
 
 
 def default_runtime_dir() -> Path:
-    """Where the daemon puts its connection file: GLCIC_HOME/run when that is set, else
-    platformdirs' user runtime dir, as the daemon computes it. platformdirs is pure Python, so
-    plugin installs can ship it beside this file; without it, its usual result is rebuilt."""
+    """Where the daemon puts its connection file: GLCIC_HOME/run when that is set, else a
+    per-user runtime folder. The daemon and every plugin compute it with this one function
+    (plugins carry a copy of this file), so they always agree; a library's rule could differ
+    between the daemon's copy and a plugin's."""
     home = os.environ.get("GLCIC_HOME")
     if home:
         return Path(home).expanduser().resolve() / "run"
-    try:
-        import platformdirs
-    except ImportError:
-        return _runtime_dir_without_platformdirs()
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return Path(platformdirs.user_runtime_path(APP_NAME))
-
-
-def _runtime_dir_without_platformdirs() -> Path:
     if sys.platform == "win32":
         base = os.environ.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local")
         return Path(base) / "Temp" / APP_NAME
     if sys.platform == "darwin":
         return Path.home() / "Library" / "Caches" / "TemporaryItems" / APP_NAME
-    runtime = os.environ.get("XDG_RUNTIME_DIR") or f"/run/user/{os.getuid()}"
-    if not os.path.isdir(runtime):
-        runtime = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"runtime-{os.getuid()}")
-    return Path(runtime) / APP_NAME
+    uid = os.getuid()
+    for candidate in (os.environ.get("XDG_RUNTIME_DIR", ""), f"/run/user/{uid}"):
+        if candidate and _is_private_dir(candidate, uid):
+            return Path(candidate) / APP_NAME
+    import tempfile
+
+    return Path(tempfile.gettempdir()) / f"runtime-{uid}" / APP_NAME
+
+
+def _is_private_dir(path: str, uid: int) -> bool:
+    """A real folder of this user that nobody else can enter, as XDG asks of a runtime dir."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISDIR(info.st_mode) and info.st_uid == uid and not info.st_mode & 0o077
 
 
 def default_connection_file() -> Path:

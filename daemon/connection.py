@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import secrets
+import stat
 from pathlib import Path
 from typing import IO
 
@@ -55,9 +56,19 @@ def remove_connection_file() -> None:
 
 
 def _private_dir(path: Path) -> None:
-    path.mkdir(parents=True, exist_ok=True)
+    """Create the runtime folder for this user only, and refuse one somebody else controls
+    (e.g. planted in /tmp): whoever owns the folder could swap the files in it."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
     with contextlib.suppress(OSError):
         os.chmod(path, 0o700)
+    if os.name != "posix":
+        return
+    info = os.lstat(path)
+    if info.st_uid != os.getuid() or info.st_mode & 0o077 or not stat.S_ISDIR(info.st_mode):
+        raise GlcicError(
+            f"{path} belongs to another user or others can enter it; remove it, or set "
+            "XDG_RUNTIME_DIR to a folder of yours with mode 700"
+        )
 
 
 class DaemonLock:

@@ -30,8 +30,8 @@ CLIENT_MODULE = Path(__file__).resolve().parent / "client.py"
 CLIENT_NAME = "glcic_client.py"
 COMMON_NAME = "glcic_plugin_common.py"
 VENDOR_DIR = "vendor"
-#: What the thin client imports beyond the standard library (platformdirs is optional).
-CLIENT_REQUIREMENTS = ("pyzmq", "msgpack", "platformdirs")
+#: What the thin client imports beyond the standard library.
+CLIENT_REQUIREMENTS = ("pyzmq", "msgpack")
 
 
 class InstallError(GlcicError):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -20,21 +22,43 @@ def test_glcic_home_replaces_every_folder(tmp_path: Path, monkeypatch) -> None:
     assert client.default_connection_file() == tmp_path / "run" / "daemon.json"
 
 
-@pytest.mark.skipif(os.name != "posix" or not hasattr(os, "getuid"), reason="XDG rules")
-def test_client_rule_without_platformdirs_matches_the_daemon(tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.skipif(sys.platform in ("win32", "darwin"), reason="the XDG rule")
+def test_runtime_dir_is_a_private_xdg_folder_or_a_private_fallback(tmp_path, monkeypatch) -> None:
     monkeypatch.delenv("GLCIC_HOME", raising=False)
     runtime = tmp_path / "xdg"
     runtime.mkdir(mode=0o700)
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
     assert client.default_runtime_dir() == paths.runtime_dir() == runtime / "glcic"
-    assert client._runtime_dir_without_platformdirs() == paths.runtime_dir()
+    runtime.chmod(0o755)  # others could enter it: not a runtime dir to keep a key in
+    fallback = client.default_runtime_dir()
+    assert fallback != runtime / "glcic" and fallback == paths.runtime_dir()
     monkeypatch.delenv("XDG_RUNTIME_DIR")
-    assert client.default_runtime_dir() == paths.runtime_dir()
-    if not Path(f"/run/user/{os.getuid()}").is_dir():
-        monkeypatch.setenv("TMPDIR", "/tmp")
-        assert client._runtime_dir_without_platformdirs() == paths.runtime_dir()
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    tempfile.tempdir = None  # gettempdir() reads TMPDIR again
+    try:
+        expected = (
+            Path(f"/run/user/{os.getuid()}/glcic")
+            if client._is_private_dir(f"/run/user/{os.getuid()}", os.getuid())
+            else tmp_path / f"runtime-{os.getuid()}" / "glcic"
+        )
+        assert client.default_runtime_dir() == paths.runtime_dir() == expected
+    finally:
+        tempfile.tempdir = None
 
 
 def test_connection_file_override(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("GLCIC_CONNECTION_FILE", str(tmp_path / "elsewhere.json"))
     assert client.default_connection_file() == tmp_path / "elsewhere.json"
+
+
+@pytest.mark.skipif(os.name != "posix", reason="ownership and modes are POSIX")
+def test_daemon_refuses_a_runtime_folder_someone_else_controls(tmp_path, monkeypatch) -> None:
+    from glcic.daemon import connection
+    from glcic.errors import GlcicError
+
+    mine = tmp_path / "run"
+    connection._private_dir(mine)  # created for this user only
+    assert mine.stat().st_mode & 0o777 == 0o700
+    monkeypatch.setattr(os, "getuid", lambda: mine.stat().st_uid + 1)  # as if planted by another
+    with pytest.raises(GlcicError, match="belongs to another user"):
+        connection._private_dir(mine)
