@@ -426,3 +426,26 @@ def test_real_development_set(tiny_model_file, tmp_path, capsys) -> None:
         for pair in document["pairs"]
         for scores in pair["methods"].values()
     )
+
+
+def test_sample_montage_inputs_are_shippable_photos_and_masks_in_their_bins(tmp_path) -> None:
+    """recipes/sample_montage.py: the model card's pictures, from photos we may ship."""
+    import importlib.util
+
+    from glcic.training.pairing import find_masks, ratio_bin
+
+    path = Path(__file__).resolve().parents[1] / "recipes" / "sample_montage.py"
+    spec = importlib.util.spec_from_file_location("sample_montage", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    images, masks = module.write_inputs(tmp_path)
+    assert sorted(p.name for p in images.iterdir()) == [
+        "astronaut.jpg", "chelsea.jpg", "coffee.jpg", "rocket.jpg"
+    ]  # fmt: skip
+    by_bin = find_masks(masks)
+    assert sorted(by_bin) == list(range(6))
+    for bin_index, paths in by_bin.items():
+        assert len(paths) == module.MASKS_PER_BIN
+        for mask_path in paths:
+            mask = np.asarray(Image.open(mask_path))
+            assert ratio_bin(int(np.count_nonzero(mask)), mask.size) == bin_index
