@@ -382,12 +382,17 @@ def test_install_for_a_bundled_python_vendors_the_client_requirements(
     calls = []
 
     def vendor(target: Path, version: str) -> list[str]:
-        calls.append((target, version))
+        # Wheels go into the staging copy, before it replaces the installed plug-in.
+        assert target.parts[-2:] == ("glcic_complete", "vendor")
+        assert target.parent.parent.name.startswith(".glcic_complete.")
+        (target / "zmq").mkdir(parents=True)
+        calls.append((target.parent.parent.parent / "glcic_complete" / "vendor", version))
         return ["pyzmq.whl", "msgpack.whl"]
 
     monkeypatch.setattr(install_gimp, "vendor_client_requirements", vendor)
     report = install_gimp.install(tmp_path / "explicit", "3.11")
     assert calls == [(tmp_path / "explicit" / "glcic_complete" / "vendor", "3.11")]
+    assert (calls[0][0] / "zmq").is_dir()  # the unpacked modules arrived with the swap
     assert any("Python 3.11" in note for note in report.notes) and not report.problems
 
     # Windows: GIMP's own Python version is read from its install folder.
