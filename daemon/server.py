@@ -48,6 +48,7 @@ REPLIES_ADDRESS = "inproc://glcic-replies"
 #: A job is dropped once its client has missed this many `alive` periods.
 ABANDON_AFTER = 3
 KEEPALIVE_RANGE = (0.1, 60.0)
+ABANDONED_MESSAGE = "cancelled: the client stopped sending 'alive'"
 _HEADER_FRAME_LIMIT = 64 * 1024
 _SMALLEST_WORKING_SIDE = 384
 
@@ -191,7 +192,7 @@ class Worker(threading.Thread):
             if timed_out:
                 message = f"the request took longer than {self.server.settings.request_timeout:g} s"
             elif job.abandoned(time.monotonic()):
-                message = "cancelled: the client stopped sending 'alive'"
+                message = ABANDONED_MESSAGE
                 log.info("dropped %s: its client is gone", job.request_id)
             else:
                 message = "cancelled"
@@ -269,7 +270,7 @@ class Server:
                 router,
                 job.identity,
                 job.request_id,
-                error=(protocol.CANCELLED, "cancelled: the client stopped sending 'alive'"),
+                error=(protocol.CANCELLED, ABANDONED_MESSAGE),
             )
 
     def _enqueue(self, job: Job) -> int:

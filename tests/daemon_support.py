@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from conftest import make_tiny_model
@@ -66,3 +68,15 @@ def save_tiny(home: Path, name: str, seed: int = 0) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     save_model(make_tiny_model(seed), path)
     return path
+
+
+@contextlib.contextmanager
+def tiny_daemon(home: Path) -> Iterator[Daemon]:
+    """A real daemon on CPU serving a tiny random-weight model named "tiny", stopped after."""
+    save_tiny(home, "tiny")
+    running = Daemon(home, "--model", "tiny", "--device", "cpu")
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()

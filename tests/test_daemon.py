@@ -16,7 +16,7 @@ import pytest
 import torch
 import zmq
 from conftest import make_tiny_model
-from daemon_support import Daemon, daemon_cli, save_tiny
+from daemon_support import Daemon, daemon_cli, save_tiny, tiny_daemon
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -34,12 +34,8 @@ from glcic.daemon.client import (
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory) -> Daemon:
-    home = tmp_path_factory.mktemp("home")
-    save_tiny(home, "tiny")
-    running = Daemon(home, "--model", "tiny", "--device", "cpu")
-    running.start()
-    yield running
-    running.stop()
+    with tiny_daemon(tmp_path_factory.mktemp("home")) as running:
+        yield running
 
 
 def _job(seed: int, size: tuple[int, int] = (48, 64)) -> tuple[np.ndarray, np.ndarray]:

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import make_tiny_model
-from daemon_support import Daemon, save_tiny
+from daemon_support import tiny_daemon
 from host_support import require_host
 
 from glcic import complete
@@ -132,15 +132,9 @@ def gimp(tmp_path_factory) -> dict:
         installed.stderr
     )
     shutil.copy(DRIVER, work / "drive.py")
-    glcic_home = work / "glcic"
-    save_tiny(glcic_home, "tiny")
-    daemon = Daemon(glcic_home, "--model", "tiny", "--device", "cpu")
-    daemon.start()
-    try:
+    with tiny_daemon(work / "glcic") as daemon:
         with_daemon, output = run_gimp(root, work, "daemon")
         log = daemon.log()
-    finally:
-        daemon.stop()
     without, output_without = run_gimp(root, work, "no_daemon")
     return {
         "results": with_daemon,

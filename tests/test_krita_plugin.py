@@ -13,7 +13,7 @@ import subprocess
 
 import numpy as np
 import pytest
-from daemon_support import Daemon, save_tiny
+from daemon_support import tiny_daemon
 from host_support import require_host
 from krita_harness import (
     DRIVER,
@@ -37,15 +37,10 @@ def krita_run(tmp_path_factory) -> dict:
     )
     root = tmp_path_factory.mktemp("krita")
     glcic_home = root / "glcic"
-    save_tiny(glcic_home, "tiny")
-    daemon = Daemon(glcic_home, "--model", "tiny", "--device", "cpu")
-    daemon.start()
-    try:
+    with tiny_daemon(glcic_home) as daemon:
         document = run_driver(root, glcic_home)
         document["daemon_log"] = daemon.log()
         return document
-    finally:
-        daemon.stop()
 
 
 #: (numpy type, channels, alpha channel, fully opaque) of Krita's pixel data per colour space.

@@ -4,6 +4,7 @@ call on a worker thread (against a real daemon), and installing into a host's fo
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import stat
 import subprocess
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import make_tiny_model
-from daemon_support import Daemon, save_tiny
+from daemon_support import tiny_daemon
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -140,12 +141,8 @@ def test_region_mask_and_sub_rows_place_the_selection() -> None:
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory):
-    home = tmp_path_factory.mktemp("plugin-home")
-    save_tiny(home, "tiny")
-    running = Daemon(home, "--model", "tiny", "--device", "cpu")
-    running.start()
-    yield running
-    running.stop()
+    with tiny_daemon(tmp_path_factory.mktemp("plugin-home")) as running:
+        yield running
 
 
 def _events_until_end(job, on_need_pixels, timeout: float = 60.0) -> list[tuple]:
@@ -327,7 +324,7 @@ class _ScriptedDaemon:
         self.connection_file = tmp_path / "daemon.json"
         document = {"host": "127.0.0.1", "port": port, "key": self.key.hex(), "pid": os.getpid(),
                     "protocol": client_module.PROTOCOL_VERSION}  # fmt: skip
-        self.connection_file.write_text(__import__("json").dumps(document))
+        self.connection_file.write_text(json.dumps(document))
         self.connection_file.chmod(0o600)
 
     def receive(self, op: str, timeout: float = 30.0) -> tuple[bytes, dict]:
