@@ -93,8 +93,11 @@ def test_every_operation_round_trips(daemon: Daemon) -> None:
         "requests_served",
         "uptime_s",
     } <= set(status)
-    (model,) = client.models()
-    assert model["name"] == "tiny" and model["default"] and model["metadata"]["width"] == 0.125
+    models = {model["name"]: model for model in client.models()}
+    tiny = models["tiny"]
+    assert tiny["default"] and not tiny["builtin"] and tiny["metadata"]["width"] == 0.125
+    assert set(models) <= {"tiny", "default"}  # plus the packaged model, never the default here
+    assert not models.get("default", {"default": False})["default"]
     rgba, mask = _job(1)
     seen = []
     remote = _remote(client, rgba, mask, progress=lambda s, f: seen.append(s))

@@ -9,6 +9,7 @@ torchrun --nproc-per-node N -m glcic.training.train ...   (several GPUs or machi
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import sys
@@ -30,7 +31,7 @@ from glcic.training.config import (
 )
 from glcic.training.export import export_run
 from glcic.training.reporting import setup_logging
-from glcic.training.trainer import Trainer, distributed_from_env
+from glcic.training.trainer import Distributed, Trainer, distributed_from_env
 
 log = logging.getLogger("glcic.training")
 
@@ -123,49 +124,59 @@ def _train(argv: Sequence[str]) -> int:
             torch.cuda.set_device(distributed.local_rank)
         dist.init_process_group(backend)
     try:
-        state = None
-        base = None
-        if args.resume:
-            if not list_checkpoints(args.out):
-                raise CheckpointError(f"{args.out}: no checkpoint to resume from")
-            state = load_latest_checkpoint(args.out)
-            base = state["config"]
-        elif list_checkpoints(args.out):
-            raise GlcicError(
-                f"{args.out} already holds checkpoints: pass --resume to continue that run, "
-                "or choose another --out"
-            )
-        config = build_config(args.preset, args.config, flag_overrides(args), base=base)
-        if state is not None:
-            _check_resumable(TrainConfig(**state["config"]), config, state, distributed.world)
-        data = args.data or ([Path(p) for p in state["data_dirs"]] if state else None)
-        if not data:
-            raise GlcicError("--data: give at least one image folder")
-        init_model = None
-        if args.init is not None and state is None:
-            init_model = load_model(args.init)
-            if init_model.metadata.width != config.width:
-                raise GlcicError(
-                    f"--init model has width {init_model.metadata.width:g} but the config "
-                    f"asks for {config.width:g}; pass --width {init_model.metadata.width:g}"
-                )
-        trainer = Trainer(config, data, args.out, init_model, state, device=args.device)
-        if distributed.is_main:
-            args.out.mkdir(parents=True, exist_ok=True)
-            (args.out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
-        status = trainer.train(stop_at=args.stop_at)
-        if dist.is_initialized():
-            # Finish together: a rank tearing its group down while another still used it made
-            # gloo abort that process at exit now and then ("terminate called ...").
-            dist.barrier()
-        finished = trainer.step >= config.total_steps
-        if status == 0 and finished and args.export and distributed.is_main:
-            path = export_run(args.out, args.export)
-            log.info("exported as %s", path)
-        return status
+        return _train_in_group(args, distributed)
     finally:
         if dist.is_initialized():
+            # The trainer's DDP reducers hold the process group; they died with
+            # _train_in_group's frame, and collecting them now destroys the group's gloo threads
+            # here rather than at interpreter exit, where a still-joinable thread made the
+            # process abort now and then ("terminate called without an active exception").
+            gc.collect()
             dist.destroy_process_group()
+
+
+def _train_in_group(args: argparse.Namespace, distributed: Distributed) -> int:
+    """Build the run (fresh or resumed) and train it; returns the exit status."""
+    state = None
+    base = None
+    if args.resume:
+        if not list_checkpoints(args.out):
+            raise CheckpointError(f"{args.out}: no checkpoint to resume from")
+        state = load_latest_checkpoint(args.out)
+        base = state["config"]
+    elif list_checkpoints(args.out):
+        raise GlcicError(
+            f"{args.out} already holds checkpoints: pass --resume to continue that run, "
+            "or choose another --out"
+        )
+    config = build_config(args.preset, args.config, flag_overrides(args), base=base)
+    if state is not None:
+        _check_resumable(TrainConfig(**state["config"]), config, state, distributed.world)
+    data = args.data or ([Path(p) for p in state["data_dirs"]] if state else None)
+    if not data:
+        raise GlcicError("--data: give at least one image folder")
+    init_model = None
+    if args.init is not None and state is None:
+        init_model = load_model(args.init)
+        if init_model.metadata.width != config.width:
+            raise GlcicError(
+                f"--init model has width {init_model.metadata.width:g} but the config "
+                f"asks for {config.width:g}; pass --width {init_model.metadata.width:g}"
+            )
+    trainer = Trainer(config, data, args.out, init_model, state, device=args.device)
+    if distributed.is_main:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    status = trainer.train(stop_at=args.stop_at)
+    if dist.is_initialized():
+        # Finish together: a rank tearing its group down while another still used it made
+        # gloo abort that process at exit now and then ("terminate called ...").
+        dist.barrier()
+    finished = trainer.step >= config.total_steps
+    if status == 0 and finished and args.export and distributed.is_main:
+        path = export_run(args.out, args.export)
+        log.info("exported as %s", path)
+    return status
 
 
 def main(argv: Sequence[str] | None = None) -> int:
