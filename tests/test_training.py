@@ -162,6 +162,16 @@ def test_resume_gives_identical_weights(tmp_path: Path, data_dir: Path) -> None:
                 )
 
 
+def test_resume_applies_a_new_learning_rate(tmp_path: Path, data_dir: Path) -> None:
+    run = tmp_path / "run"
+    assert main(["--data", str(data_dir), "--out", str(run), *TINY, "--stop-at", "2"]) == 0
+    assert main(["--out", str(run), "--resume", "--lr", "0.25", "--stop-at", "5"]) == 0
+    state = load_latest_checkpoint(run)
+    assert state["step"] == 5 and state["config"]["lr"] == 0.25
+    for key in ("optimizer_completion", "optimizer_discriminator"):
+        assert [g["lr"] for g in state[key]["param_groups"]] == [0.25]
+
+
 def test_existing_run_without_resume_is_refused(tmp_path: Path, data_dir: Path, capsys) -> None:
     run = tmp_path / "run"
     assert main(["--data", str(data_dir), "--out", str(run), *TINY, "--stop-at", "2"]) == 0

@@ -176,6 +176,11 @@ class Trainer:
         self.discriminator.load_state_dict(state["discriminator"])
         self.optimizer_c.load_state_dict(state["optimizer_completion"])
         self.optimizer_d.load_state_dict(state["optimizer_discriminator"])
+        # An optimizer's saved state carries its learning rate; the resumed config's must win,
+        # or `--resume --lr 0.1` (lowering the rate once the loss plateaus) would do nothing.
+        for optimizer in (self.optimizer_c, self.optimizer_d):
+            for group in optimizer.param_groups:
+                group["lr"] = self.config.lr
         self.step = int(state["step"])
         self.mean = tuple(state["mean"])
         self.init_source = state.get("init_source", "")
