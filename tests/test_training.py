@@ -172,6 +172,21 @@ def test_resume_applies_a_new_learning_rate(tmp_path: Path, data_dir: Path) -> N
         assert [g["lr"] for g in state[key]["param_groups"]] == [0.25]
 
 
+def test_lr_drop_slows_only_the_completion_network_from_its_step(tmp_path: Path, data_dir):
+    run, drop = tmp_path / "run", ["--lr-drop-step", "2", "--lr-drop-factor", "0.5"]
+    assert main(["--data", str(data_dir), "--out", str(run), *TINY, *drop, "--stop-at", "2"]) == 0
+    before = load_latest_checkpoint(run)
+    assert [g["lr"] for g in before["optimizer_completion"]["param_groups"]] == [1.0]
+    assert main(["--out", str(run), "--resume"]) == 0  # through the joint phase
+    after = load_latest_checkpoint(run)
+    assert after["step"] == 8
+    assert [g["lr"] for g in after["optimizer_completion"]["param_groups"]] == [0.5]
+    assert [g["lr"] for g in after["optimizer_discriminator"]["param_groups"]] == [1.0]
+    for bad in ({"lr_drop_factor": 0.0}, {"lr_drop_factor": 2.0}, {"lr_drop_step": -1}):
+        with pytest.raises(ConfigError, match="lr_drop"):
+            build_config(overrides=bad)
+
+
 def test_existing_run_without_resume_is_refused(tmp_path: Path, data_dir: Path, capsys) -> None:
     run = tmp_path / "run"
     assert main(["--data", str(data_dir), "--out", str(run), *TINY, "--stop-at", "2"]) == 0

@@ -48,6 +48,11 @@ class TrainConfig:
     batch_size: int = 96
     alpha: float = 0.0004  # weight of the GAN loss in the joint loss
     lr: float = 1.0  # ADADELTA's learning rate (its default)
+    # Step decay of the completion network's rate: from lr_drop_step on it trains at
+    # lr * lr_drop_factor (0: never). Once the reconstruction loss plateaus at a constant rate,
+    # a tenfold drop lowers it again; the discriminators start fresh later and keep `lr`.
+    lr_drop_step: int = 0
+    lr_drop_factor: float = 0.1
     # Running
     seed: int = 0
     workers: int = 2
@@ -76,6 +81,10 @@ class TrainConfig:
             problems.append("phase lengths must not be negative")
         if self.total_steps < self.completion_steps + self.discriminator_steps:
             problems.append("total_steps must cover completion_steps + discriminator_steps")
+        if self.lr <= 0:
+            problems.append("lr must be positive")
+        if self.lr_drop_step < 0 or not 0 < self.lr_drop_factor <= 1:
+            problems.append("need lr_drop_step >= 0 and lr_drop_factor in (0, 1]")
         if self.batch_size < 1:
             problems.append("batch_size must be at least 1")
         if min(self.log_every, self.checkpoint_every, self.sample_every, self.keep_checkpoints) < 1:
@@ -94,6 +103,12 @@ class TrainConfig:
         if step < self.completion_steps + self.discriminator_steps:
             return "discriminator"
         return "joint"
+
+    def completion_lr_at(self, step: int) -> float:
+        """The completion network's learning rate at a (0-based) step."""
+        if self.lr_drop_step and step >= self.lr_drop_step:
+            return self.lr * self.lr_drop_factor
+        return self.lr
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -177,7 +177,7 @@ class Trainer:
         self.optimizer_c.load_state_dict(state["optimizer_completion"])
         self.optimizer_d.load_state_dict(state["optimizer_discriminator"])
         # An optimizer's saved state carries its learning rate; the resumed config's must win,
-        # or `--resume --lr 0.1` (lowering the rate once the loss plateaus) would do nothing.
+        # or `--resume --lr 0.1` would do nothing (train_step applies lr_drop_step on top).
         for optimizer in (self.optimizer_c, self.optimizer_d):
             for group in optimizer.param_groups:
                 group["lr"] = self.config.lr
@@ -306,6 +306,8 @@ class Trainer:
             adversarial = self._adversarial_loss(completed, hole_box)
             loss = mse + self.config.alpha * adversarial
             losses["loss_adv"] = adversarial.detach()
+        for group in self.optimizer_c.param_groups:
+            group["lr"] = self.config.completion_lr_at(self.step)
         self.optimizer_c.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer_c.step()
