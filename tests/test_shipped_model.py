@@ -1,0 +1,151 @@
+"""The model that ships inside the package: it loads, says truthfully what it is, and completes.
+
+These run against the real file under glcic/models/, so a broken export, a card that drifted from
+the weights, or a package that lost its data files fails CI.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from daemon_support import Daemon, daemon_cli
+from PIL import Image
+
+from glcic import complete, load_model
+from glcic.default_model import PACKAGED_MODEL, default_model_path
+from glcic.training.config import load_toml
+
+REPO = Path(__file__).resolve().parent.parent
+CARD = PACKAGED_MODEL.parent / "MODEL_CARD.md"
+EXAMPLE = REPO / "examples" / "rocket.jpg"
+EXAMPLE_MASK = REPO / "examples" / "rocket-mask.png"
+#: Bins where it must beat both classical fills in PSNR (issue 8's bar: every bin up to 40 %).
+PSNR_BINS = ("1-10%", "10-20%", "20-30%", "30-40%")
+#: ... and in L1. The bar asks for 30-40 % too, which this model misses by about 1 % (its card
+#: says so and issue 8 stays open); these are the bins it does win, so a worse model fails here.
+L1_BINS = ("1-10%", "10-20%", "20-30%")
+MAX_BYTES = 25_000_000
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return load_model(PACKAGED_MODEL)
+
+
+def _evaluation_rows(table: str) -> dict[str, dict[str, float]]:
+    """Bin label -> {"pairs": count, "<method> <metric>": value} from a glcic-eval table."""
+    lines = [line for line in table.splitlines() if line.startswith("|")]
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    rows = {}
+    for line in lines[2:]:
+        cells = [cell.strip().strip("*") for cell in line.strip("|").split("|")]
+        rows[cells[0]] = {
+            "pairs": int(cells[1]),
+            **{name: float(value) for name, value in zip(header[3:], cells[3:], strict=True)},
+        }
+    return rows
+
+
+def test_the_file_is_small_and_loads_as_float32(shipped) -> None:
+    assert PACKAGED_MODEL.stat().st_size < MAX_BYTES
+    assert all(p.dtype == torch.float32 for p in shipped.network.parameters())
+    assert not shipped.network.training
+
+
+def test_metadata_matches_the_training_that_made_it(shipped) -> None:
+    meta = shipped.metadata
+    config = meta.extra["training_config"]
+    steps = meta.provenance.steps
+    assert meta.provenance.source == "glcic-train"
+    assert meta.width == config["width"]
+    assert meta.train_image_size == config["image_size"]
+    assert list(meta.hole_size_range) == [config["hole_min"], config["hole_max"]]
+    # All three phases of the paper ran, and as long as the recipe says.
+    assert steps["completion"] == config["completion_steps"] > 0
+    assert steps["discriminator"] == config["discriminator_steps"] > 0
+    total = config["total_steps"]
+    assert steps["joint"] == total - config["completion_steps"] - config["discriminator_steps"] > 0
+    assert "research" in meta.provenance.licence
+
+
+def test_the_recipe_regenerates_its_config(shipped) -> None:
+    config = shipped.metadata.extra["training_config"]
+    recipe = load_toml(REPO / "recipes" / "default-model.toml")
+    assert {key: config[key] for key in recipe} == recipe
+
+
+def test_the_recorded_evaluation_beats_the_classical_fills(shipped) -> None:
+    rows = _evaluation_rows(shipped.metadata.extra["evaluation"])
+    assert all(rows[label]["pairs"] == 100 for label in PSNR_BINS)  # the full dev set
+    model = next(name[: -len(" PSNR")] for name in rows["all"] if name.endswith(" PSNR"))
+    for baseline in ("telea", "ns"):
+        for label in PSNR_BINS:
+            assert rows[label][f"{model} PSNR"] > rows[label][f"{baseline} PSNR"], label
+        for label in L1_BINS:
+            assert rows[label][f"{model} L1"] < rows[label][f"{baseline} L1"], label
+
+
+def test_the_model_card_states_what_the_file_holds(shipped) -> None:
+    card = CARD.read_text()
+    steps = shipped.metadata.provenance.steps
+    for phase in ("completion", "discriminator", "joint"):
+        assert re.search(rf"^\| {phase} \|.*\| {steps[phase]:,} \|$", card, re.MULTILINE), phase
+    # The card's table is the one recorded in the weights, number for number.
+    for line in shipped.metadata.extra["evaluation"].splitlines():
+        if line.startswith("| ") and "%" in line:
+            assert line in card
+    assert "MODEL_CARD.md" in (REPO / "README.md").read_text()
+
+
+def test_it_is_the_default_and_fills_a_hole_far_better_than_its_mean_colour(
+    shipped, tmp_path, monkeypatch
+) -> None:
+    monkeypatch.setenv("GLCIC_HOME", str(tmp_path))
+    assert default_model_path() == PACKAGED_MODEL
+    photo = np.asarray(Image.open(REPO / "examples" / "gallery" / "astronaut.jpg").convert("RGB"))
+    mask = np.zeros(photo.shape[:2], np.uint8)
+    mask[200:248, 300:340] = 255  # a 48x40 box over the astronaut's suit and the flag
+    filled = complete(photo, mask, shipped)
+    hole = mask > 0
+    assert np.array_equal(filled[~hole], photo[~hole])
+    truth = photo[hole].astype(np.float64)
+    model_error = np.abs(filled[hole] - truth).mean()
+    mean_fill_error = np.abs(np.asarray(shipped.metadata.mean) * 255 - truth).mean()
+    assert model_error < 0.5 * mean_fill_error, (model_error, mean_fill_error)
+
+
+@pytest.mark.slow
+def test_the_readme_command_and_the_daemon_use_it_with_no_setup(tmp_path) -> None:
+    home = tmp_path / "home"
+    out = tmp_path / "rocket-completed.png"
+    env = {**os.environ, "GLCIC_HOME": str(home)}
+    result = subprocess.run(
+        [sys.executable, "-m", "glcic.cli", "complete", str(EXAMPLE), str(EXAMPLE_MASK), str(out)],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    original = np.asarray(Image.open(EXAMPLE).convert("RGB"))
+    completed = np.asarray(Image.open(out).convert("RGB"))
+    hole = np.asarray(Image.open(EXAMPLE_MASK).convert("L")) > 127
+    assert np.array_equal(completed[~hole], original[~hole])
+    assert not np.array_equal(completed[hole], original[hole])
+
+    daemon = Daemon(home, "--device", "cpu")
+    daemon.start()
+    try:
+        listing = daemon_cli(home, "models")
+        assert listing.returncode == 0, listing.stderr
+        assert re.search(r"^\* default .*built-in", listing.stdout, re.MULTILINE), listing.stdout
+        via_daemon = tmp_path / "via-daemon.png"
+        result = daemon_cli(home, "complete", str(EXAMPLE), str(EXAMPLE_MASK), str(via_daemon))
+        assert result.returncode == 0, result.stderr + daemon.log()
+        assert np.array_equal(np.asarray(Image.open(via_daemon).convert("RGB")), completed)
+    finally:
+        daemon.stop()
