@@ -8,9 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+#: The process's umask, read once at import (reading it means setting it, which is not
+#: thread-safe); a new file gets the permissions a plain `open()` would have given it.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 @contextlib.contextmanager
@@ -20,7 +26,9 @@ def atomic_path(path: str | os.PathLike[str], mode: int | None = None) -> Iterat
     The temporary file lives in the same directory so the final `os.replace` is a rename within
     one file system, which POSIX and Windows both perform atomically. On any exception the
     temporary file is removed and `path` is left untouched. `mode`, if given, is applied before
-    the rename so the file never exists at `path` with wider permissions.
+    the rename so the file never exists at `path` with wider permissions. Without it, the file
+    keeps the permissions of the one it replaces, or gets a plain new file's (not the owner-only
+    ones of the temporary file, which would hide a user's output from the rest of their group).
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -29,8 +37,12 @@ def atomic_path(path: str | os.PathLike[str], mode: int | None = None) -> Iterat
     tmp = Path(tmp_name)
     try:
         yield tmp
-        if mode is not None:
-            os.chmod(tmp, mode)
+        if mode is None:
+            try:
+                mode = stat.S_IMODE(target.stat().st_mode)
+            except FileNotFoundError:
+                mode = 0o666 & ~_UMASK
+        os.chmod(tmp, mode)
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, target)

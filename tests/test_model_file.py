@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from glcic import ModelFileError, ModelMetadata, Provenance, load_model, new_model, save_model
+from glcic.atomic import atomic_write_bytes
 from glcic.model_file import METADATA_KEY, read_model_metadata
 
 
@@ -236,3 +238,20 @@ def test_missing_file_and_directory(tmp_path: Path) -> None:
 def test_bad_storage_argument(tmp_path: Path, model) -> None:
     with pytest.raises(ValueError, match="storage"):
         save_model(model, tmp_path / "m.safetensors", storage="int8")
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+def test_atomic_writes_get_ordinary_permissions(tmp_path: Path) -> None:
+    umask = os.umask(0o022)
+    os.umask(umask)
+    fresh = tmp_path / "fresh.png"
+    atomic_write_bytes(fresh, b"new")
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o666 & ~umask  # not the temp file's 0600
+    shared = tmp_path / "shared.png"
+    shared.write_bytes(b"old")
+    shared.chmod(0o640)
+    atomic_write_bytes(shared, b"new")
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o640 and shared.read_bytes() == b"new"
+    secret = tmp_path / "secret.json"
+    atomic_write_bytes(secret, b"{}", mode=0o600)
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600

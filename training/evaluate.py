@@ -644,11 +644,11 @@ def _run(args: argparse.Namespace) -> int:
     }
     document = json.dumps(result.to_json(arguments), indent=2) + "\n"
     table = result.to_markdown()
-    atomic_write_bytes(args.out / "results.json", document.encode("utf-8"), mode=0o644)
-    atomic_write_bytes(args.out / "results.md", table.encode("utf-8"), mode=0o644)
+    atomic_write_bytes(args.out / "results.json", document.encode("utf-8"))
+    atomic_write_bytes(args.out / "results.md", table.encode("utf-8"))
     montage = render_montage(result)
     if montage is not None:
-        atomic_write_bytes(args.out / "montage.png", montage, mode=0o644)
+        atomic_write_bytes(args.out / "montage.png", montage)
     print(
         f"{PROG}: {len(result.pairs)} pairs from {result.images_evaluated} images, "
         f"{len(result.skipped)} skipped; wrote results.json, results.md, montage.png in {args.out}",
