@@ -54,6 +54,12 @@ class ModelMetadata:
     mean: tuple[float, float, float] = PLACES2_MEAN
     train_image_size: int = 256
     hole_size_range: tuple[int, int] = (96, 128)
+    #: How far (0 to 1) the pipeline moves each crop's known colours toward `mean` before the
+    #: network runs, undoing it on the output. A network trained with holes filled by `mean`
+    #: completes dark or strongly tinted scenes better when they look more like its training
+    #: data; the right amount is a property of the weights, measured when they are exported.
+    #: 0 (files without the field, imported weights) runs the network on the colours as they are.
+    context_shift: float = 0.0
     provenance: Provenance = field(default_factory=Provenance)
     notes: str = ""
     #: Free-form, JSON-serialisable additions (evaluation tables, training config, ...).
@@ -88,6 +94,9 @@ class ModelMetadata:
             and holes[0] <= holes[1]
         ):
             raise ValueError("hole_size_range must be [min, max] positive integers, min <= max")
+        context_shift = _number(document.get("context_shift", 0.0), "context_shift")
+        if not 0.0 <= context_shift <= 1.0:
+            raise ValueError(f"context_shift {context_shift} is outside [0, 1]")
         provenance_doc = document.get("provenance", {})
         if not isinstance(provenance_doc, dict):
             raise ValueError("provenance must be an object")
@@ -111,6 +120,7 @@ class ModelMetadata:
             mean=mean_values,  # type: ignore[arg-type]
             train_image_size=size,
             hole_size_range=(holes[0], holes[1]),
+            context_shift=context_shift,
             provenance=provenance,
             notes=str(document.get("notes", "")),
             extra=extra,

@@ -218,7 +218,8 @@ def _check_known_context(mask: np.ndarray, plan: CropPlan) -> None:
 
 
 def _working_crop(image: np.ndarray, mask: np.ndarray, plan: CropPlan) -> tuple[np.ndarray, ...]:
-    """The crop's RGB and 0/1 hole mask at working resolution, padded to a multiple of 4."""
+    """The crop's RGB and 0/1 hole mask at working resolution, padded to a multiple of 4, and
+    the mean colour (3 floats in [0, 1]) of its known pixels before padding (NaN if none)."""
     rgb = image[plan.crop.slices][..., :3]
     hole = (mask[plan.crop.slices] > 0).astype(np.uint8)
     if plan.scale < 1.0:
@@ -226,12 +227,27 @@ def _working_crop(image: np.ndarray, mask: np.ndarray, plan: CropPlan) -> tuple[
         rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
         # Any working pixel that a hole pixel touches is a hole: nothing under the hole leaks in.
         hole = (cv2.resize(hole * 255, size, interpolation=cv2.INTER_AREA) > 0).astype(np.uint8)
+    known = (hole == 0).view(np.uint8)
+    if cv2.countNonZero(known):
+        colour = cv2.mean(np.ascontiguousarray(rgb), mask=known)[:3]
+        known_mean = np.array(colour, np.float32) / 255.0
+    else:
+        known_mean = np.full(3, np.nan, np.float32)
     pad_bottom = plan.padded_size[0] - plan.working_size[0]
     pad_right = plan.padded_size[1] - plan.working_size[1]
     if pad_bottom or pad_right:
         rgb = cv2.copyMakeBorder(rgb, 0, pad_bottom, 0, pad_right, cv2.BORDER_REPLICATE)
         hole = cv2.copyMakeBorder(hole, 0, pad_bottom, 0, pad_right, cv2.BORDER_REPLICATE)
-    return rgb, hole
+    return rgb, hole, known_mean
+
+
+def _context_offsets(known_means: np.ndarray, mean: torch.Tensor, fraction: float) -> torch.Tensor:
+    """Per crop, the colour offset (N, 3, 1, 1) that moves its known pixels' mean `fraction` of
+    the way to the model's mean colour (see `ModelMetadata.context_shift`); none for a crop
+    without known pixels."""
+    means = torch.from_numpy(known_means).to(mean.device)
+    offsets = fraction * (mean.view(1, 3) - means)
+    return torch.nan_to_num(offsets, nan=0.0).view(-1, 3, 1, 1)
 
 
 def _run_network(
@@ -244,6 +260,10 @@ def _run_network(
     hole = torch.from_numpy(np.stack([c[1] for c in crops])).to(device)
     rgb = rgb.permute(0, 3, 1, 2).float().div_(255.0)
     hole = hole.unsqueeze(1).float()
+    shift = model.metadata.context_shift
+    if shift:
+        offsets = _context_offsets(np.stack([c[2] for c in crops]), model.mean, shift)
+        rgb = rgb.add_(offsets).clamp_(0.0, 1.0)
     network_input = prepare_input(rgb, hole, model.mean).contiguous(
         memory_format=torch.channels_last
     )
@@ -252,6 +272,8 @@ def _run_network(
     network = model.inference_network()
     with torch.inference_mode():
         output = network(network_input).float()
+        if shift:
+            output = output.sub_(offsets).clamp_(0.0, 1.0)
     output = output.permute(0, 2, 3, 1).cpu().numpy()
     fills = []
     for plan, out in zip(plans, output, strict=True):

@@ -25,6 +25,7 @@ def model():
             mean=(0.5, 0.4, 0.3),
             train_image_size=128,
             hole_size_range=(48, 64),
+            context_shift=0.4,
             provenance=Provenance(
                 source="test", data="synthetic", steps={"completion": 5}, licence="MIT"
             ),
@@ -156,6 +157,16 @@ def _case_bad_mean(tensors, header):
     return tensors, header, "bad metadata: mean must be a finite number"
 
 
+def _case_context_shift_out_of_range(tensors, header):
+    header["metadata"]["context_shift"] = 1.5
+    return tensors, header, "bad metadata: context_shift 1.5 is outside [0, 1]"
+
+
+def _case_context_shift_not_a_number(tensors, header):
+    header["metadata"]["context_shift"] = "half"
+    return tensors, header, "bad metadata: context_shift must be a finite number"
+
+
 @pytest.mark.parametrize(
     "case",
     [
@@ -169,6 +180,8 @@ def _case_bad_mean(tensors, header):
         _case_width_mismatch,
         _case_bad_metadata,
         _case_bad_mean,
+        _case_context_shift_out_of_range,
+        _case_context_shift_not_a_number,
     ],
 )
 def test_inconsistent_files_say_what_is_wrong(tmp_path: Path, model, case) -> None:
@@ -180,6 +193,15 @@ def test_inconsistent_files_say_what_is_wrong(tmp_path: Path, model, case) -> No
         load_model(path)
     assert message in str(error.value)
     assert str(path) in str(error.value)
+
+
+def test_files_without_context_shift_run_on_colours_as_they_are(tmp_path: Path, model) -> None:
+    """Files written before the field existed (and imported weights) mean no shift."""
+    tensors, header = _valid_parts(model, tmp_path)
+    del header["metadata"]["context_shift"]
+    path = tmp_path / "older.safetensors"
+    _rewrite(path, tensors, header)
+    assert load_model(path).metadata.context_shift == 0.0
 
 
 def test_safetensors_without_glcic_metadata_is_foreign(tmp_path: Path) -> None:

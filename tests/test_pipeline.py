@@ -160,6 +160,60 @@ class _OffsetGradientNetwork(torch.nn.Module):
         return ramp.view(1, 1, 1, width).expand(x.shape[0], 3, x.shape[2], width).clone()
 
 
+class _RecordingConstantNetwork(torch.nn.Module):
+    """Remembers its input and outputs one constant colour everywhere."""
+
+    def __init__(self, colour: tuple[float, float, float]) -> None:
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(1))
+        self.colour = torch.tensor(colour).view(1, 3, 1, 1)
+        self.inputs: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.inputs.append(x.clone())
+        return self.colour.expand(x.shape[0], 3, *x.shape[2:]).clone()
+
+
+@pytest.mark.parametrize("shift", [0.0, 0.5, 1.0])
+def test_context_shift_moves_the_known_colours_toward_the_mean_and_back(shift) -> None:
+    mean = np.array([0.45, 0.44, 0.36], np.float32)
+    dark = np.array([20, 30, 10], np.uint8)  # a night scene: far below the training mean
+    image = np.empty((96, 128, 3), np.uint8)
+    image[:] = dark
+    image[:, :64] += 8  # two tones, so the known mean is a real average
+    box = (30, 60, 40, 90)
+    mask = _rect_mask(image.shape, box)
+    network = _RecordingConstantNetwork((0.5, 0.4, 0.3))
+    model = CompletionModel(
+        network.eval(),
+        ModelMetadata(width=0.125, mean=tuple(mean), hole_size_range=(48, 96), context_shift=shift),
+    )
+    # A margin wider than the image: the crop is the whole image, unscaled and unpadded.
+    out = complete_image(image, mask, model, blend="none", margin=64, max_working_side=256)
+    known = mask == 0
+    known_mean = image[known].mean(axis=0) / 255.0
+    offset = shift * (mean - known_mean)
+    # The network saw the known pixels moved `shift` of the way to the mean (inputs are centred).
+    (seen,) = network.inputs
+    assert seen.shape == (1, 4, *image.shape[:2])
+    seen_known = seen[0, :3].permute(1, 2, 0).numpy()[known]
+    expected = image[known] / 255.0 + offset - mean
+    np.testing.assert_allclose(seen_known, expected, atol=1e-5)
+    # ...and its output came back with the offset removed.
+    fill = out[box[0] : box[1], box[2] : box[3]].reshape(-1, 3).astype(np.float64)
+    expected_fill = np.floor(255 * (np.array([0.5, 0.4, 0.3]) - offset) + 0.5)
+    np.testing.assert_allclose(fill, np.broadcast_to(expected_fill, fill.shape), atol=1)
+    assert np.array_equal(out[known], image[known])
+
+
+def test_context_shift_leaves_crops_without_known_pixels_alone() -> None:
+    from glcic.pipeline import _context_offsets
+
+    means = np.array([[0.1, 0.2, 0.3], [np.nan, np.nan, np.nan]], np.float32)
+    offsets = _context_offsets(means, torch.tensor([0.5, 0.5, 0.5]), 0.5)
+    np.testing.assert_allclose(offsets.view(2, 3).numpy(), [[0.2, 0.15, 0.1], [0, 0, 0]])
+
+
 def _boundary_jump(out: np.ndarray, image: np.ndarray, box) -> float:
     """Mean |difference| between hole pixels on the boundary and their outside neighbours,
     minus what the true image has there (so a perfect fill scores zero)."""

@@ -32,7 +32,11 @@ def phase_steps(config: TrainConfig, step: int) -> dict[str, int]:
 
 
 def model_from_checkpoint(
-    state: dict[str, Any], evaluation: str = "", terms: str = "", notes: str = ""
+    state: dict[str, Any],
+    evaluation: str = "",
+    terms: str = "",
+    notes: str = "",
+    context_shift: float = 0.0,
 ) -> CompletionModel:
     """The completion network of a checkpoint, with metadata a user of the file can read.
 
@@ -56,6 +60,7 @@ def model_from_checkpoint(
         mean=tuple(state["mean"]),
         train_image_size=config.image_size,
         hole_size_range=(config.hole_min, config.hole_max),
+        context_shift=context_shift,
         provenance=Provenance(
             source="glcic-train"
             + (f" (from {state['init_source']})" if state.get("init_source") else ""),
@@ -88,6 +93,7 @@ def export_run(
     out: Path | None = None,
     terms: str = "",
     notes: str = "",
+    context_shift: float = 0.0,
 ) -> Path:
     """Write RUN_DIR's latest completion network, atomically, to `out` or to
     <models dir>/<name>.safetensors (where the daemon picks it up)."""
@@ -102,6 +108,8 @@ def export_run(
             raise ExportError(f"{out}: a model file's name must end in .safetensors")
         target = out
     state = load_latest_checkpoint(run_dir)
-    model = model_from_checkpoint(state, last_evaluation(run_dir), terms=terms, notes=notes)
+    model = model_from_checkpoint(
+        state, last_evaluation(run_dir), terms=terms, notes=notes, context_shift=context_shift
+    )
     save_model(model, target, storage=storage)
     return target

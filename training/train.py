@@ -3,6 +3,7 @@
 glcic-train --data DIR [DIR ...] --out RUN_DIR [--config FILE.toml] [--preset NAME]
             [--init MODEL] [--resume] [--export NAME] [--FIELD VALUE ...]
 glcic-train export RUN_DIR (--name NAME | --out FILE) [--float16] [--terms TEXT] [--notes TEXT]
+                  [--context-shift F]
 torchrun --nproc-per-node N -m glcic.training.train ...   (several GPUs or machines)
 """
 
@@ -75,7 +76,27 @@ def _export_parser() -> argparse.ArgumentParser:
         "--terms", default="", help="the training data's terms of use, recorded in the file"
     )
     parser.add_argument("--notes", default="", help="free text recorded in the file")
+    parser.add_argument(
+        "--context-shift",
+        type=_fraction,
+        default=0.0,
+        metavar="F",
+        help="how far (0-1) completion moves a crop's known colours toward the training mean "
+        "before the network runs (default 0: colours as they are); to choose it, export a few "
+        "values and compare them with glcic-eval on photos the run trained on",
+    )
     return parser
+
+
+def _fraction(text: str) -> float:
+    """argparse type for a number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is outside 0..1")
+    return value
 
 
 def _export(argv: Sequence[str]) -> int:
@@ -87,6 +108,7 @@ def _export(argv: Sequence[str]) -> int:
         out=args.out,
         terms=args.terms,
         notes=args.notes,
+        context_shift=args.context_shift,
     )
     print(f"exported {args.run_dir} as {path}")
     return 0
