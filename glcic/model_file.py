@@ -65,6 +65,12 @@ class ModelMetadata:
     #: Free-form, JSON-serialisable additions (evaluation tables, training config, ...).
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # Checked here, not only when a file is read, so no code path can write a file that
+        # would then refuse to load.
+        if not 0.0 <= self.context_shift <= 1.0:
+            raise ValueError(f"context_shift {self.context_shift} is outside [0, 1]")
+
     def to_json(self) -> dict[str, Any]:
         document = asdict(self)
         document["mean"] = list(self.mean)
@@ -95,8 +101,6 @@ class ModelMetadata:
         ):
             raise ValueError("hole_size_range must be [min, max] positive integers, min <= max")
         context_shift = _number(document.get("context_shift", 0.0), "context_shift")
-        if not 0.0 <= context_shift <= 1.0:
-            raise ValueError(f"context_shift {context_shift} is outside [0, 1]")
         provenance_doc = document.get("provenance", {})
         if not isinstance(provenance_doc, dict):
             raise ValueError("provenance must be an object")

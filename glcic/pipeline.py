@@ -243,8 +243,8 @@ def _working_crop(image: np.ndarray, mask: np.ndarray, plan: CropPlan) -> tuple[
 
 def _context_offsets(known_means: np.ndarray, mean: torch.Tensor, fraction: float) -> torch.Tensor:
     """Per crop, the colour offset (N, 3, 1, 1) that moves its known pixels' mean `fraction` of
-    the way to the model's mean colour (see `ModelMetadata.context_shift`); none for a crop
-    without known pixels."""
+    the way to the model's mean colour (see `ModelMetadata.context_shift`). A crop left without
+    known pixels at working size (scaling down merged them all into the hole) gets none."""
     means = torch.from_numpy(known_means).to(mean.device)
     offsets = fraction * (mean.view(1, 3) - means)
     return torch.nan_to_num(offsets, nan=0.0).view(-1, 3, 1, 1)
@@ -256,17 +256,17 @@ def _run_network(
     """Network output (HxWx3 float32 in [0, 1]) for each crop, at the crop's image size."""
     device = model.device
     crops = [_working_crop(image, mask, plan) for plan in plans]
-    rgb = torch.from_numpy(np.stack([c[0] for c in crops])).to(device)
-    hole = torch.from_numpy(np.stack([c[1] for c in crops])).to(device)
+    rgbs, holes, known_means = zip(*crops, strict=True)
+    rgb = torch.from_numpy(np.stack(rgbs)).to(device)
+    hole = torch.from_numpy(np.stack(holes)).to(device)
     rgb = rgb.permute(0, 3, 1, 2).float().div_(255.0)
     hole = hole.unsqueeze(1).float()
+    mean = model.mean
     shift = model.metadata.context_shift
     if shift:
-        offsets = _context_offsets(np.stack([c[2] for c in crops]), model.mean, shift)
+        offsets = _context_offsets(np.stack(known_means), mean, shift)
         rgb = rgb.add_(offsets).clamp_(0.0, 1.0)
-    network_input = prepare_input(rgb, hole, model.mean).contiguous(
-        memory_format=torch.channels_last
-    )
+    network_input = prepare_input(rgb, hole, mean).contiguous(memory_format=torch.channels_last)
     if model.network.training:
         raise GlcicError("the model's network is in training mode; call .eval() first")
     network = model.inference_network()

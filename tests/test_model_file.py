@@ -195,6 +195,13 @@ def test_inconsistent_files_say_what_is_wrong(tmp_path: Path, model, case) -> No
     assert str(path) in str(error.value)
 
 
+@pytest.mark.parametrize("shift", [-0.1, 1.5, float("nan")])
+def test_metadata_refuses_a_context_shift_outside_0_1(shift) -> None:
+    """Refused when built, so no code path writes a file that would then not load."""
+    with pytest.raises(ValueError, match="context_shift"):
+        ModelMetadata(context_shift=shift)
+
+
 def test_files_without_context_shift_run_on_colours_as_they_are(tmp_path: Path, model) -> None:
     """Files written before the field existed (and imported weights) mean no shift."""
     tensors, header = _valid_parts(model, tmp_path)

@@ -161,7 +161,7 @@ class _OffsetGradientNetwork(torch.nn.Module):
 
 
 class _RecordingConstantNetwork(torch.nn.Module):
-    """Remembers its input and outputs one constant colour everywhere."""
+    """Remembers its inputs and outputs one constant colour everywhere."""
 
     def __init__(self, colour: tuple[float, float, float]) -> None:
         super().__init__()
@@ -174,36 +174,83 @@ class _RecordingConstantNetwork(torch.nn.Module):
         return self.colour.expand(x.shape[0], 3, *x.shape[2:]).clone()
 
 
+_SHIFT_TEST_MEAN = np.array([0.45, 0.44, 0.36], np.float32)
+_SHIFT_TEST_OUTPUT = (0.7, 0.6, 0.5)  # far enough from 0 and 1 that no offset here clips it
+
+
+def _shift_test_model(shift: float) -> CompletionModel:
+    metadata = ModelMetadata(
+        width=0.125, mean=tuple(_SHIFT_TEST_MEAN), hole_size_range=(48, 96), context_shift=shift
+    )
+    return CompletionModel(_RecordingConstantNetwork(_SHIFT_TEST_OUTPUT).eval(), metadata)
+
+
+def _shifted_fill(known_pixels: np.ndarray, shift: float) -> np.ndarray:
+    """What the constant network's output becomes once the crop's offset is taken back off."""
+    offset = shift * (_SHIFT_TEST_MEAN - known_pixels.mean(axis=0) / 255.0)
+    return np.floor(255 * (np.array(_SHIFT_TEST_OUTPUT) - offset) + 0.5)
+
+
 @pytest.mark.parametrize("shift", [0.0, 0.5, 1.0])
 def test_context_shift_moves_the_known_colours_toward_the_mean_and_back(shift) -> None:
-    mean = np.array([0.45, 0.44, 0.36], np.float32)
-    dark = np.array([20, 30, 10], np.uint8)  # a night scene: far below the training mean
     image = np.empty((96, 128, 3), np.uint8)
-    image[:] = dark
+    image[:] = (20, 30, 10)  # a night scene: far below the training mean
     image[:, :64] += 8  # two tones, so the known mean is a real average
     box = (30, 60, 40, 90)
     mask = _rect_mask(image.shape, box)
-    network = _RecordingConstantNetwork((0.5, 0.4, 0.3))
-    model = CompletionModel(
-        network.eval(),
-        ModelMetadata(width=0.125, mean=tuple(mean), hole_size_range=(48, 96), context_shift=shift),
-    )
+    image[mask > 0] = (250, 10, 200)  # what is under the hole must not count
+    model = _shift_test_model(shift)
     # A margin wider than the image: the crop is the whole image, unscaled and unpadded.
     out = complete_image(image, mask, model, blend="none", margin=64, max_working_side=256)
     known = mask == 0
-    known_mean = image[known].mean(axis=0) / 255.0
-    offset = shift * (mean - known_mean)
+    offset = shift * (_SHIFT_TEST_MEAN - image[known].mean(axis=0) / 255.0)
     # The network saw the known pixels moved `shift` of the way to the mean (inputs are centred).
-    (seen,) = network.inputs
+    (seen,) = model.network.inputs
     assert seen.shape == (1, 4, *image.shape[:2])
     seen_known = seen[0, :3].permute(1, 2, 0).numpy()[known]
-    expected = image[known] / 255.0 + offset - mean
-    np.testing.assert_allclose(seen_known, expected, atol=1e-5)
+    np.testing.assert_allclose(
+        seen_known, image[known] / 255.0 + offset - _SHIFT_TEST_MEAN, atol=1e-5
+    )
     # ...and its output came back with the offset removed.
     fill = out[box[0] : box[1], box[2] : box[3]].reshape(-1, 3).astype(np.float64)
-    expected_fill = np.floor(255 * (np.array([0.5, 0.4, 0.3]) - offset) + 0.5)
-    np.testing.assert_allclose(fill, np.broadcast_to(expected_fill, fill.shape), atol=1)
+    expected = _shifted_fill(image[known], shift)
+    np.testing.assert_allclose(fill, np.broadcast_to(expected, fill.shape), atol=1)
     assert np.array_equal(out[known], image[known])
+
+
+def test_context_shift_is_per_crop_in_a_batch() -> None:
+    """Two crops of one size run as one batch; each gets the offset of its own surroundings."""
+    image = np.empty((96, 256, 3), np.uint8)
+    image[:, :128] = (15, 20, 25)  # dark left half
+    image[:, 128:] = (230, 220, 200)  # bright right half
+    boxes = ((38, 58, 30, 50), (38, 58, 206, 226))
+    mask = _rect_mask(image.shape, *boxes)
+    model = _shift_test_model(0.5)
+    stats = CompletionStats()
+    out = complete_image(image, mask, model, blend="none", margin=32, stats=stats)
+    assert len(model.network.inputs) == 1 and model.network.inputs[0].shape[0] == 2
+    for (y0, y1, x0, x1), plan in zip(boxes, stats.crops, strict=True):
+        crop = plan.crop
+        known = mask[crop.slices] == 0
+        fill = out[y0:y1, x0:x1].reshape(-1, 3).astype(np.float64)
+        expected = _shifted_fill(image[crop.slices][known], 0.5)
+        np.testing.assert_allclose(fill, np.broadcast_to(expected, fill.shape), atol=1)
+    assert not np.array_equal(out[40, 40], out[40, 216])
+
+
+def test_context_shift_uses_the_working_resolution_when_scaled_down() -> None:
+    image = np.empty((192, 256, 3), np.uint8)
+    image[:] = (30, 40, 60)
+    box = (20, 172, 40, 216)  # 152 px thick: scaled down to the model's 96 px holes
+    mask = _rect_mask(image.shape, box)
+    image[mask > 0] = (255, 255, 255)
+    model = _shift_test_model(0.5)
+    stats = CompletionStats()
+    out = complete_image(image, mask, model, blend="none", margin=32, stats=stats)
+    assert stats.crops[0].scale < 1
+    fill = out[box[0] + 8 : box[1] - 8, box[2] + 8 : box[3] - 8].reshape(-1, 3).astype(np.float64)
+    expected = _shifted_fill(image[mask == 0], 0.5)
+    np.testing.assert_allclose(fill, np.broadcast_to(expected, fill.shape), atol=1)
 
 
 def test_context_shift_leaves_crops_without_known_pixels_alone() -> None:
