@@ -15,12 +15,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import shared_data
 from daemon_support import Daemon, daemon_cli
 from PIL import Image
 
 from glcic import complete, load_model
 from glcic.default_model import PACKAGED_MODEL, default_model_path
 from glcic.training.config import load_toml
+from glcic.training.evaluate import evaluate, model_method
+from glcic.training.pairing import find_images
 
 REPO = Path(__file__).resolve().parent.parent
 CARD = PACKAGED_MODEL.parent / "MODEL_CARD.md"
@@ -29,6 +32,22 @@ EXAMPLE_MASK = REPO / "examples" / "rocket-mask.png"
 #: Bins where it must beat both classical fills in PSNR and in L1 (every bin up to 40 %).
 BAR_BINS = ("1-10%", "10-20%", "20-30%", "30-40%")
 MAX_BYTES = 25_000_000
+#: The first 12 pairs of the card's evaluation (image, mask, PSNR, L1 of the default model), as
+#: recorded when the table was made: the pipeline must still complete them the same way.
+RECORDED_PAIRS = (
+    ("101085.jpg", "00000.png", 20.6249, 0.066001),
+    ("101085.jpg", "02000.png", 20.3697, 0.068441),
+    ("101085.jpg", "04000.png", 17.9013, 0.093838),
+    ("101085.jpg", "06000.png", 16.2501, 0.116007),
+    ("101085.jpg", "08000.png", 16.7139, 0.107560),
+    ("101085.jpg", "10000.png", 14.3004, 0.154335),
+    ("101087.jpg", "00001.png", 19.1379, 0.055972),
+    ("101087.jpg", "02001.png", 21.9909, 0.054077),
+    ("101087.jpg", "04001.png", 17.9514, 0.082285),
+    ("101087.jpg", "06001.png", 17.4952, 0.084198),
+    ("101087.jpg", "08001.png", 17.3184, 0.091123),
+    ("101087.jpg", "10001.png", 14.8113, 0.127288),
+)
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +126,24 @@ def test_the_model_card_states_what_the_file_holds(shipped) -> None:
     shift = shipped.metadata.context_shift
     assert shift > 0
     assert f"--context-shift {shift:g}" in card
+    assert f'--notes "{shipped.metadata.notes}"' in card
     assert f"--context-shift {shift:g}" in (REPO / "recipes" / "default-model.toml").read_text()
+
+
+def test_the_pipeline_still_gives_the_recorded_evaluation(shipped) -> None:
+    """The card's numbers hold for the code that ships, not only for the code that made them:
+    a change to the pipeline (the context shift, blending, scaling) moves these pairs."""
+    images = find_images(shared_data("dev/bsds500-val"))[:2]
+    masks = shared_data("masks/nvidia-irregular")
+    result = evaluate(images, masks, {"default": model_method(shipped)})
+    got = [
+        (Path(pair.image).name, pair.hole, pair.scores["default"].psnr, pair.scores["default"].l1)
+        for pair in result.pairs
+    ]
+    assert [g[:2] for g in got] == [r[:2] for r in RECORDED_PAIRS]
+    for (*_, psnr, l1), (*_, recorded_psnr, recorded_l1) in zip(got, RECORDED_PAIRS, strict=True):
+        assert psnr == pytest.approx(recorded_psnr, abs=0.01)
+        assert l1 == pytest.approx(recorded_l1, rel=1e-3)
 
 
 def test_it_is_the_default_and_fills_a_hole_far_better_than_its_mean_colour(
