@@ -218,8 +218,7 @@ def _check_known_context(mask: np.ndarray, plan: CropPlan) -> None:
 
 
 def _working_crop(image: np.ndarray, mask: np.ndarray, plan: CropPlan) -> tuple[np.ndarray, ...]:
-    """The crop's RGB and 0/1 hole mask at working resolution, padded to a multiple of 4, and
-    the mean colour (3 floats in [0, 1]) of its known pixels before padding (NaN if none)."""
+    """The crop's RGB and 0/1 hole mask at working resolution, padded to a multiple of 4."""
     rgb = image[plan.crop.slices][..., :3]
     hole = (mask[plan.crop.slices] > 0).astype(np.uint8)
     if plan.scale < 1.0:
@@ -227,27 +226,33 @@ def _working_crop(image: np.ndarray, mask: np.ndarray, plan: CropPlan) -> tuple[
         rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
         # Any working pixel that a hole pixel touches is a hole: nothing under the hole leaks in.
         hole = (cv2.resize(hole * 255, size, interpolation=cv2.INTER_AREA) > 0).astype(np.uint8)
-    known = (hole == 0).view(np.uint8)
-    if cv2.countNonZero(known):
-        colour = cv2.mean(np.ascontiguousarray(rgb), mask=known)[:3]
-        known_mean = np.array(colour, np.float32) / 255.0
-    else:
-        known_mean = np.full(3, np.nan, np.float32)
     pad_bottom = plan.padded_size[0] - plan.working_size[0]
     pad_right = plan.padded_size[1] - plan.working_size[1]
     if pad_bottom or pad_right:
         rgb = cv2.copyMakeBorder(rgb, 0, pad_bottom, 0, pad_right, cv2.BORDER_REPLICATE)
         hole = cv2.copyMakeBorder(hole, 0, pad_bottom, 0, pad_right, cv2.BORDER_REPLICATE)
-    return rgb, hole, known_mean
+    return rgb, hole
 
 
-def _context_offsets(known_means: np.ndarray, mean: torch.Tensor, fraction: float) -> torch.Tensor:
-    """Per crop, the colour offset (N, 3, 1, 1) that moves its known pixels' mean `fraction` of
-    the way to the model's mean colour (see `ModelMetadata.context_shift`). A crop left without
-    known pixels at working size (scaling down merged them all into the hole) gets none."""
-    means = torch.from_numpy(known_means).to(mean.device)
-    offsets = fraction * (mean.view(1, 3) - means)
-    return torch.nan_to_num(offsets, nan=0.0).view(-1, 3, 1, 1)
+def _context_offsets(
+    crops: list[tuple[np.ndarray, np.ndarray]],
+    plans: list[CropPlan],
+    mean: torch.Tensor,
+    fraction: float,
+) -> torch.Tensor:
+    """Per working crop, the colour offset (N, 3, 1, 1) that moves the mean of its known pixels
+    (padding excluded) `fraction` of the way to the model's mean colour (see
+    `ModelMetadata.context_shift`). A crop left without known pixels at working size (scaling
+    down merged them all into the hole) gets none."""
+    offsets = torch.zeros(len(crops), 3, 1, 1, device=mean.device)
+    for index, ((rgb, hole), plan) in enumerate(zip(crops, plans, strict=True)):
+        height, width = plan.working_size
+        known = (hole[:height, :width] == 0).view(np.uint8)
+        if cv2.countNonZero(known):
+            colour = cv2.mean(np.ascontiguousarray(rgb[:height, :width]), mask=known)[:3]
+            known_mean = torch.tensor(colour, dtype=torch.float32, device=mean.device) / 255.0
+            offsets[index] = (fraction * (mean - known_mean)).view(3, 1, 1)
+    return offsets
 
 
 def _run_network(
@@ -256,15 +261,14 @@ def _run_network(
     """Network output (HxWx3 float32 in [0, 1]) for each crop, at the crop's image size."""
     device = model.device
     crops = [_working_crop(image, mask, plan) for plan in plans]
-    rgbs, holes, known_means = zip(*crops, strict=True)
-    rgb = torch.from_numpy(np.stack(rgbs)).to(device)
-    hole = torch.from_numpy(np.stack(holes)).to(device)
+    rgb = torch.from_numpy(np.stack([c[0] for c in crops])).to(device)
+    hole = torch.from_numpy(np.stack([c[1] for c in crops])).to(device)
     rgb = rgb.permute(0, 3, 1, 2).float().div_(255.0)
     hole = hole.unsqueeze(1).float()
     mean = model.mean
     shift = model.metadata.context_shift
     if shift:
-        offsets = _context_offsets(np.stack(known_means), mean, shift)
+        offsets = _context_offsets(crops, plans, mean, shift)
         rgb = rgb.add_(offsets).clamp_(0.0, 1.0)
     network_input = prepare_input(rgb, hole, mean).contiguous(memory_format=torch.channels_last)
     if model.network.training:

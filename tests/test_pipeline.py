@@ -254,11 +254,18 @@ def test_context_shift_uses_the_working_resolution_when_scaled_down() -> None:
 
 
 def test_context_shift_leaves_crops_without_known_pixels_alone() -> None:
+    from glcic.crops import Box, CropPlan, HoleGroup
     from glcic.pipeline import _context_offsets
 
-    means = np.array([[0.1, 0.2, 0.3], [np.nan, np.nan, np.nan]], np.float32)
-    offsets = _context_offsets(means, torch.tensor([0.5, 0.5, 0.5]), 0.5)
-    np.testing.assert_allclose(offsets.view(2, 3).numpy(), [[0.2, 0.15, 0.1], [0, 0, 0]])
+    rgb = np.empty((4, 4, 3), np.uint8)
+    rgb[:2], rgb[2:] = (25, 51, 76), (26, 51, 77)  # known mean (0.1, 0.2, 0.3)
+    crops = [(rgb, np.zeros((4, 4), np.uint8)), (rgb, np.ones((4, 4), np.uint8))]
+    box = Box(0, 0, 4, 4)
+    plans = [CropPlan(HoleGroup(box, 4), box, 1.0, (4, 4), (4, 4))] * 2
+    offsets = _context_offsets(crops, plans, torch.tensor([0.5, 0.5, 0.5]), 0.5)
+    np.testing.assert_allclose(
+        offsets.view(2, 3).numpy(), [[0.2, 0.15, 0.1], [0, 0, 0]], rtol=1e-6, atol=1e-7
+    )
 
 
 def _boundary_jump(out: np.ndarray, image: np.ndarray, box) -> float:
