@@ -27,6 +27,7 @@ from glcic.daemon.connection import (
 )
 from glcic.errors import GlcicError
 from glcic.paths import log_dir
+from glcic.precision import PRECISIONS
 
 PROG = "glcic-daemon"
 START_TIMEOUT_S = 120.0
@@ -74,7 +75,8 @@ def _require_running() -> Client:
 def _describe(status: dict) -> str:
     return (
         f"glcic daemon running (pid {status['pid']}) at {status['address']}, "
-        f"device {status['device']}, default model {status['default_model'] or 'none'}"
+        f"device {status['device']}, precision {status['precision']}, "
+        f"default model {status['default_model'] or 'none'}"
     )
 
 
@@ -106,7 +108,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     _setup_logging(foreground=True)
     settings = ServerSettings(
-        host=args.listen, port=args.port, device=args.device, default_model=args.model,
+        host=args.listen, port=args.port, device=args.device, precision=args.precision,
+        default_model=args.model,
         max_queue=args.max_queue, request_timeout=args.timeout, max_side=args.max_side,
     )  # fmt: skip
     try:
@@ -118,7 +121,8 @@ def _serve(args: argparse.Namespace) -> int:
 def _spawn(args: argparse.Namespace) -> int:
     """Start a detached daemon and return once it answers."""
     command = [sys.executable, "-m", "glcic.daemon.cli", "start", "--foreground",
-               "--device", args.device, "--port", str(args.port), "--listen", args.listen,
+               "--device", args.device, "--precision", args.precision,
+               "--port", str(args.port), "--listen", args.listen,
                "--max-queue", str(args.max_queue), "--timeout", str(args.timeout),
                "--max-side", str(args.max_side)]  # fmt: skip
     if args.model:
@@ -262,6 +266,12 @@ def build_parser() -> argparse.ArgumentParser:
     start = commands.add_parser("start", help="start the daemon (detached unless --foreground)")
     start.add_argument("--foreground", action="store_true", help="stay attached, log to stderr too")
     start.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    start.add_argument(
+        "--precision",
+        default="auto",
+        choices=PRECISIONS,
+        help="float32, bfloat16, or auto: what is fast and validated on the device (default)",
+    )
     start.add_argument("--port", type=int, default=0, help="TCP port (default: chosen by the OS)")
     start.add_argument("--model", help="default model name (default: the configured or built-in)")
     start.add_argument("--listen", default="127.0.0.1", help="address to listen on (loopback)")

@@ -58,9 +58,16 @@ def _signature(path: Path) -> tuple[int, int, int]:
 class ModelManager:
     """Thread-safe: the worker loads and uses models, the main thread lists them."""
 
-    def __init__(self, directory: Path, device: torch.device, configured_default: str | None):
+    def __init__(
+        self,
+        directory: Path,
+        device: torch.device,
+        configured_default: str | None,
+        precision: str = "float32",
+    ):
         self.directory = directory
         self.device = device
+        self.precision = precision  # as asked (auto, float32, bfloat16): resolved per load
         self.configured_default = configured_default
         self.entries: dict[str, ModelEntry] = {}
         self.lock = threading.RLock()
@@ -94,7 +101,7 @@ class ModelManager:
 
     def _load(self, entry: ModelEntry) -> None:
         try:
-            model = load_model(entry.path, device=self.device)
+            model = load_model(entry.path, device=self.device, precision=self.precision)
         except Exception as error:  # whatever is wrong with one file must not stop the daemon
             entry.error = str(error)
             kept = "; the previous version stays in service" if entry.model else ""

@@ -41,6 +41,7 @@ from glcic.pipeline import (
     CompletionStats,
     complete_region,
 )
+from glcic.precision import resolve_precision
 
 log = logging.getLogger("glcic.daemon")
 
@@ -58,6 +59,7 @@ class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 0  # 0: chosen by the OS
     device: str = "auto"
+    precision: str = "auto"
     default_model: str | None = None
     max_queue: int = 8
     request_timeout: float = 300.0
@@ -235,7 +237,10 @@ class Server:
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
         self.device = resolve_device(settings.device)
-        self.manager = ModelManager(models_dir(), self.device, settings.default_model)
+        self.precision = resolve_precision(settings.precision, self.device, "completion")
+        self.manager = ModelManager(
+            models_dir(), self.device, settings.default_model, settings.precision
+        )
         self.key = new_key()
         self.context = zmq.Context()
         self.queue: collections.deque[Job] = collections.deque()
@@ -311,8 +316,9 @@ class Server:
             wildcard = self.settings.host in ("0.0.0.0", "::", "*")
             write_connection_file("127.0.0.1" if wildcard else self.settings.host, port, self.key)
             self._install_signal_handlers()
-            log.info("glcic daemon %s listening on %s, device %s, default model %s", __version__,
-                     self.address, self.device, self.manager.default_name())  # fmt: skip
+            log.info("glcic daemon %s listening on %s, device %s, precision %s, default model %s",
+                     __version__, self.address, self.device, self.precision.describe(),
+                     self.manager.default_name())  # fmt: skip
             self._loop(router, replies)
         finally:
             self._shutdown(router, replies)
@@ -597,6 +603,7 @@ class Server:
             "protocol": protocol.PROTOCOL_VERSION,
             "address": self.address,
             "device": str(self.device),
+            "precision": self.precision.describe(),
             "default_model": self.manager.default_name(),
             "loaded_models": [m["name"] for m in self.manager.describe() if m["loaded"]],
             "model_errors": self.manager.errors(),

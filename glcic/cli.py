@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from glcic.errors import GlcicError
+from glcic.precision import PRECISIONS
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -31,7 +32,9 @@ def _complete(args: argparse.Namespace) -> int:
         raise GlcicError("--device cuda: no CUDA device is available here; use --device cpu")
     image = read_image(args.image)
     mask = read_mask(args.mask)
-    model = load_model(args.model or default_model_path(), device=args.device)
+    model = load_model(
+        args.model or default_model_path(), device=args.device, precision=args.precision
+    )
     large = image.shape[0] * image.shape[1] > 4096 * 4096
 
     stats = CompletionStats()
@@ -57,7 +60,8 @@ def _complete(args: argparse.Namespace) -> int:
     holes = len(stats.crops)
     print(
         f"wrote {args.out}: {holes} hole region{'s' if holes != 1 else ''} completed in "
-        f"{stats.total_seconds:.2f} s (network {stats.network_seconds:.2f} s)"
+        f"{stats.total_seconds:.2f} s (network {stats.network_seconds:.2f} s, "
+        f"{model.precision.describe()})"
     )
     return 0
 
@@ -105,6 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
     completer.add_argument("out", type=Path)
     completer.add_argument("--model", type=Path, help="model file (default: the built-in one)")
     completer.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    completer.add_argument(
+        "--precision",
+        default="auto",
+        choices=PRECISIONS,
+        help="float32, bfloat16, or auto: what is fast and validated on this device (default)",
+    )
     completer.add_argument(
         "--blend",
         default="poisson",

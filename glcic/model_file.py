@@ -27,6 +27,7 @@ from safetensors.torch import save_file
 from glcic.atomic import atomic_write_with
 from glcic.errors import ModelFileError
 from glcic.networks import PLACES2_MEAN, CompletionNetwork, FusedCompletionNetwork
+from glcic.precision import FLOAT32, Precision, resolve_precision
 
 FORMAT_VERSION = 1
 ARCHITECTURE = "glcic-completion-v1"
@@ -147,6 +148,8 @@ class CompletionModel:
 
     network: CompletionNetwork
     metadata: ModelMetadata
+    #: What the pipeline runs the network in (see `glcic.precision`); float32 unless asked.
+    precision: Precision = field(default=FLOAT32, compare=False)
     _fused: tuple[tuple[Any, ...], torch.nn.Module] | None = field(
         default=None, init=False, repr=False, compare=False
     )
@@ -228,8 +231,15 @@ def read_model_metadata(path: str | os.PathLike[str]) -> ModelMetadata:
     return _parse_header(path, header.get("__metadata__"))
 
 
-def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> CompletionModel:
+def load_model(
+    path: str | os.PathLike[str],
+    device: str | torch.device = "cpu",
+    precision: str = "float32",
+) -> CompletionModel:
     """Load a model file into a network in eval mode; raises `ModelFileError` on any defect.
+
+    `precision` (auto, float32, bfloat16) is resolved for completion on `device` and kept on
+    the model for the pipeline (`glcic.precision.resolve_precision`).
 
     The file is read into memory first rather than memory-mapped: a file overwritten in place
     while it loads (a plain copy over it) then gives a clear error instead of a SIGBUS that
@@ -280,7 +290,8 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu")
     network.load_state_dict(state)
     network.eval()
     network.to(device)
-    return CompletionModel(network, metadata)
+    chosen = resolve_precision(precision, torch.device(device), "completion")
+    return CompletionModel(network, metadata, chosen)
 
 
 def _read_file(path: Path, header_only: bool = False) -> tuple[dict[str, Any], bytes]:

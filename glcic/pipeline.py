@@ -274,7 +274,7 @@ def _run_network(
     if model.network.training:
         raise GlcicError("the model's network is in training mode; call .eval() first")
     network = model.inference_network()
-    with torch.inference_mode():
+    with torch.inference_mode(), model.precision.autocast(device):
         output = network(network_input).float()
         if shift:
             output = output.sub_(offsets).clamp_(0.0, 1.0)

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from glcic import ModelMetadata, complete, new_model, save_model
+from glcic import ModelMetadata, complete, load_model, new_model, save_model
 from glcic.daemon import client as protocol
 from glcic.daemon.client import (
     Client,
@@ -85,6 +85,7 @@ def test_every_operation_round_trips(daemon: Daemon) -> None:
     assert client.ping()["pong"] is True
     status = client.status()
     assert status["default_model"] == "tiny" and status["device"] == "cpu"
+    assert status["precision"].startswith("float32 (")  # auto: bf16 completion not validated
     assert {
         "pid",
         "address",
@@ -108,6 +109,25 @@ def test_every_operation_round_trips(daemon: Daemon) -> None:
     with pytest.raises(DaemonError) as error:
         client.cancel("no-such-request")
     assert error.value.code == protocol.NOT_FOUND
+
+
+def test_precision_is_chosen_at_start_shown_and_used(tmp_path: Path) -> None:
+    refused = daemon_cli(tmp_path, "start", "--precision", "float16")
+    assert refused.returncode == 2 and "invalid choice: 'float16'" in refused.stderr
+    save_tiny(tmp_path, "tiny")
+    running = Daemon(tmp_path, "--model", "tiny", "--device", "cpu", "--precision", "bfloat16")
+    running.start()
+    try:
+        client = running.client()
+        assert client.status()["precision"] == "bfloat16 (asked for)"
+        assert "precision bfloat16 (asked for)" in daemon_cli(tmp_path, "status").stdout
+        assert "precision bfloat16" in running.log()
+        rgba, mask = _job(3)
+        model = load_model(tmp_path / "models" / "tiny.safetensors", precision="bfloat16")
+        expected = complete(rgba, mask, model)
+        assert np.array_equal(_remote(client, rgba, mask), expected)
+    finally:
+        running.stop()
 
 
 def test_result_is_only_the_changed_rectangle(daemon: Daemon) -> None:

@@ -19,6 +19,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 from glcic.errors import GlcicError
+from glcic.precision import PRECISIONS
 
 
 class ConfigError(GlcicError):
@@ -57,6 +58,9 @@ class TrainConfig:
     seed: int = 0
     workers: int = 2
     compile: bool = False
+    # auto, float32 or bfloat16 (autocast); auto: bf16 on CUDA, and on a CPU only where bf16 is
+    # measured faster (glcic.precision). Does not shape the networks: may change on resume.
+    precision: str = "auto"
     log_every: int = 50
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
@@ -93,6 +97,8 @@ class TrainConfig:
             )
         if self.workers < 0:
             problems.append("workers must not be negative")
+        if self.precision not in PRECISIONS:
+            problems.append(f"precision must be one of {', '.join(PRECISIONS)}")
         if problems:
             raise ConfigError("invalid training config: " + "; ".join(problems))
 

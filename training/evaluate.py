@@ -45,6 +45,7 @@ from glcic.errors import GlcicError, InputError
 from glcic.image_io import read_image
 from glcic.model_file import CompletionModel, load_model
 from glcic.pipeline import complete
+from glcic.precision import PRECISIONS
 from glcic.training.metrics import mean_l1, psnr, ssim
 from glcic.training.pairing import (
     BIN_LABELS,
@@ -546,6 +547,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--limit", type=_positive_int, help="evaluate only the first N images")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        choices=PRECISIONS,
+        help="what the models run in: float32, bfloat16, or auto (fast and validated; default)",
+    )
     parser.add_argument("--out", type=Path, required=True, help="folder for the results")
     return parser
 
@@ -598,8 +605,13 @@ def _run(args: argparse.Namespace) -> int:
 
     taken: set[str] = set()
     methods: dict[str, Method] = {}
+    precision = None
     for path in args.model:
-        methods[_unique(path.stem, taken)] = model_method(load_model(path, device=args.device))
+        model = load_model(path, device=args.device, precision=args.precision)
+        precision = model.precision
+        methods[_unique(path.stem, taken)] = model_method(model)
+    if precision is not None:
+        print(f"{PROG}: models run in {precision.describe()}", file=sys.stderr, flush=True)
     for name in baselines:
         methods[_unique(name, taken)] = baseline_method(name)
 
@@ -640,6 +652,7 @@ def _run(args: argparse.Namespace) -> int:
         "boxes": args.boxes,
         "limit": args.limit,
         "device": args.device,
+        "precision": None if precision is None else precision.name,
         "out": str(args.out),
     }
     document = json.dumps(result.to_json(arguments), indent=2) + "\n"
