@@ -449,3 +449,70 @@ def test_sample_montage_inputs_are_shippable_photos_and_masks_in_their_bins(tmp_
         for mask_path in paths:
             mask = np.asarray(Image.open(mask_path))
             assert ratio_bin(int(np.count_nonzero(mask)), mask.size) == bin_index
+
+
+# --- detail ratio --------------------------------------------------------------------------------
+
+
+def test_hole_gradient_measures_texture_inside_the_eroded_hole_only() -> None:
+    rng = np.random.default_rng(0)
+    textured = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    mask = np.zeros((64, 64), np.uint8)
+    mask[16:48, 16:48] = 255
+    flat_inside = textured.copy()
+    flat_inside[16:48, 16:48] = 128  # a flat fill with a hard seam at the hole's edge
+    assert metrics.hole_gradient(textured, mask) > 100
+    # Erosion keeps the seam out: a flat fill has no detail whatever surrounds it.
+    assert metrics.hole_gradient(flat_inside, mask) == 0
+    thin = np.zeros((64, 64), np.uint8)
+    thin[10:13, :] = 255  # 3 px: nothing left after a 2 px erosion
+    assert math.isnan(metrics.hole_gradient(textured, thin))
+
+
+def test_detail_ratio_is_a_ratio_of_means_over_defined_pairs() -> None:
+    fills = np.array([1.0, 3.0, np.nan, 5.0])
+    truths = np.array([2.0, 10.0, 4.0, np.nan])
+    assert metrics.detail_ratio(fills, truths) == pytest.approx(4.0 / 12.0)
+    assert math.isnan(metrics.detail_ratio(np.array([np.nan]), np.array([1.0])))
+
+
+def test_detail_per_bin_ranks_a_blurry_fill_below_a_textured_one(tmp_path: Path) -> None:
+    """On real texture, a smooth fill (Navier-Stokes) scores less detail than one that copies
+    texture from elsewhere; results.md, results.json and every bin carry the ratio."""
+    rng = np.random.default_rng(1)
+    images = tmp_path / "images"
+    images.mkdir()
+    for index in range(2):
+        noise = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+        texture = np.kron(noise, np.ones((2, 2, 1), np.uint8))  # 96x128, 2 px grain
+        Image.fromarray(texture).save(images / f"img{index}.png")
+    masks = write_masks(tmp_path / "masks")
+
+    def copy_texture(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        shifted = np.roll(image, 48, axis=1)  # texture from elsewhere (blanked parts too)
+        out = image.copy()
+        out[mask > 0] = shifted[mask > 0]
+        return out
+
+    methods = {"copy": copy_texture, "ns": ev.baseline_method("ns")}
+    result = ev.evaluate(pairing.find_images(images), masks, methods, limit=2)
+    for label in ("1-10%", "30-40%", "all"):
+        assert result.aggregates["ns"][label].detail < result.aggregates["copy"][label].detail
+    assert result.aggregates["ns"]["all"].detail < 0.6
+    assert "copy detail" in result.to_markdown() and "ns detail" in result.to_markdown()
+    document = json.loads(json.dumps(result.to_json()), parse_constant=pytest.fail)
+    assert document["summary"]["copy"]["all"]["detail"] > 0
+    assert all(pair["truth_gradient"] > 0 for pair in document["pairs"])
+
+
+def test_results_json_has_no_nan_for_holes_too_thin_for_detail(tmp_path: Path) -> None:
+    images = tmp_path / "images"
+    write_images(images, 1)
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    stroke = np.zeros((512, 512), np.uint8)
+    stroke[200:210, :] = 255  # 10 px at 512: 2 px once scaled to the photo
+    Image.fromarray(stroke).save(masks / "00000.png")
+    result = ev.evaluate(pairing.find_images(images), masks, {"ns": ev.baseline_method("ns")})
+    text = json.dumps(result.to_json())
+    assert "NaN" not in text and json.loads(text)["pairs"][0]["truth_gradient"] is None

@@ -1,7 +1,9 @@
-"""Image-completion metrics measured inside the hole only: PSNR, SSIM and mean L1.
+"""Image-completion metrics measured inside the hole only: PSNR, SSIM, mean L1 and detail.
 
 Scoring the whole image would reward every method for the pixels it was given; only the hole
-says how well it completed.
+says how well it completed. PSNR and L1 reward a blurred average of the plausible fills, so
+`hole_gradient` measures the other half of quality: how much texture and edge a fill has (the
+detail ratio is a method's mean `hole_gradient` over the real photo's, per bin).
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ SSIM_SIGMA = 1.5
 SSIM_K1 = 0.01
 SSIM_K2 = 0.03
 PEAK = 255.0
+#: The hole is eroded by this many pixels before gradients are measured, so the step between a
+#: fill and its surroundings (a seam, or its absence) does not count as detail.
+DETAIL_ERODE = 2
 
 
 def _hole(mask: np.ndarray, image: np.ndarray) -> np.ndarray:
@@ -86,3 +91,30 @@ def ssim(result: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> float:
     """Mean of `ssim_map` over the hole's pixels."""
     hole = _hole(mask, truth)
     return float(ssim_map(result, truth)[hole].mean())
+
+
+def hole_gradient(image: np.ndarray, mask: np.ndarray) -> float:
+    """Mean Sobel gradient magnitude of `image`'s luma over the hole eroded by `DETAIL_ERODE`
+    pixels (NaN where erosion leaves nothing: a hole too thin to hold texture)."""
+    hole = _hole(mask, image)
+    size = 2 * DETAIL_ERODE + 1
+    inner = cv2.erode(hole.view(np.uint8), np.ones((size, size), np.uint8)) > 0
+    if not inner.any():
+        return float("nan")
+    grey = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY).astype(np.float32)
+    dx = cv2.Sobel(grey, cv2.CV_32F, 1, 0, ksize=3)
+    dy = cv2.Sobel(grey, cv2.CV_32F, 0, 1, ksize=3)
+    return float(cv2.magnitude(dx, dy)[inner].mean())
+
+
+def detail_ratio(fill_gradients: np.ndarray, truth_gradients: np.ndarray) -> float:
+    """Mean hole gradient of a method's fills over that of the real photos, on the pairs where
+    both are defined: 1 is the photos' own texture, 0 a flat fill. A ratio of means, not a mean
+    of ratios, so a flat sky in the truth cannot make one pair dominate."""
+    fills = np.asarray(fill_gradients, dtype=np.float64)
+    truths = np.asarray(truth_gradients, dtype=np.float64)
+    defined = np.isfinite(fills) & np.isfinite(truths)
+    total = truths[defined].sum()
+    if not defined.any() or total <= 0:
+        return float("nan")
+    return float(fills[defined].sum() / total)
