@@ -1,6 +1,7 @@
 """Forward time and achieved GFLOP/s of the completion network.
 
 Usage: python benchmarks/network_speed.py [--device cpu|cuda] [--repeats N]
+                                          [--precision float32,bfloat16,auto] [--sizes 256,512]
 
 FLOPs are counted by torch's own FlopCounterMode (2 per multiply-add), so the figure is what the
 network needs, not an estimate. Both the network as trained and its inference form with
@@ -21,6 +22,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from glcic.networks import CompletionNetwork, FusedCompletionNetwork
+from glcic.precision import PRECISIONS, Precision, resolve_precision
 
 SIZES = (256, 512)
 WIDTHS = (1.0, 0.5)
@@ -46,11 +48,12 @@ def count_flops(network: torch.nn.Module, size: int) -> int:
     return counter.get_total_flops()
 
 
-def time_forward(network: torch.nn.Module, size: int, device: str, repeats: int) -> float:
+def time_forward(
+    network: torch.nn.Module, size: int, device: str, repeats: int, precision: Precision
+) -> float:
     x = torch.rand(1, 4, size, size, device=device).to(memory_format=torch.channels_last)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device == "cuda")
     times = []
-    with torch.inference_mode(), autocast:
+    with torch.inference_mode(), precision.autocast(torch.device(device)):
         network(x)  # warm-up: kernel selection and allocations
         for _ in range(repeats):
             if device == "cuda":
@@ -67,28 +70,42 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--precision", default="float32,bfloat16,auto", help="comma list")
+    parser.add_argument("--sizes", default=",".join(map(str, SIZES)), help="comma list")
+    parser.add_argument("--widths", default=",".join(map(str, WIDTHS)), help="comma list")
     args = parser.parse_args()
+    asked = [name.strip() for name in args.precision.split(",") if name.strip()]
+    if not asked or any(name not in PRECISIONS for name in asked):
+        parser.error(f"--precision: a comma list of {', '.join(PRECISIONS)}")
+    sizes = [int(value) for value in args.sizes.split(",")]
+    widths = [float(value) for value in args.widths.split(",")]
     torch.manual_seed(0)
     machine = torch.cuda.get_device_name() if args.device == "cuda" else cpu_name()
     print(
-        f"# completion network forward, {args.device} ({machine}), torch {torch.__version__}, "
+        f"# completion network forward, {args.device} ({machine}, "
+        f"{torch.backends.cpu.get_cpu_capability()}), torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, median of {args.repeats}"
     )
-    print("| width | input | GFLOP | time (s) | GFLOP/s | BN folded: time (s) | GFLOP/s |")
-    print("|---|---|---|---|---|---|---|")
-    for width in WIDTHS:
-        network = CompletionNetwork(width).eval()
-        # What the pipeline runs: the same network with BatchNorm folded into the convolutions.
-        fused = FusedCompletionNetwork(network)
-        for size in SIZES:
-            flops = count_flops(network, size)
-            row = f"| {width:g} | {size}x{size} | {flops / 1e9:.1f} |"
-            for module in (network, fused):
-                module.to(args.device, memory_format=torch.channels_last)
-                seconds = time_forward(module, size, args.device, args.repeats)
-                module.to("cpu")
-                row += f" {seconds:.3f} | {flops / seconds / 1e9:.0f} |"
-            print(row)
+    print(
+        "| precision | width | input | GFLOP | time (s) | GFLOP/s | BN folded: time (s) | GFLOP/s |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for name in asked:
+        precision = resolve_precision(name, args.device, "training")
+        label = name if name != "auto" else f"auto = {precision.describe()}"
+        for width in widths:
+            network = CompletionNetwork(width).eval()
+            # What the pipeline runs: the network with BatchNorm folded into the convolutions.
+            fused = FusedCompletionNetwork(network)
+            for size in sizes:
+                flops = count_flops(network, size)
+                row = f"| {label} | {width:g} | {size}x{size} | {flops / 1e9:.1f} |"
+                for module in (network, fused):
+                    module.to(args.device, memory_format=torch.channels_last)
+                    seconds = time_forward(module, size, args.device, args.repeats, precision)
+                    module.to("cpu")
+                    row += f" {seconds:.3f} | {flops / seconds / 1e9:.0f} |"
+                print(row, flush=True)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,12 @@
 """Training throughput (images/s) per phase, for widths 1.0 and 0.5.
 
 Usage: python benchmarks/training_speed.py [--size 128] [--batch 8] [--steps 5] [--device cpu]
+                                           [--precision float32,bfloat16,auto] [--widths 1,0.5]
 
 Times `Trainer.train_step` on a fixed batch (data loading excluded: it runs in DataLoader
 workers beside the training), after one warm-up step per phase. At --size 128 the local patch is
-64 and holes 48-64 px (the cpu-small preset); at 256 the paper's 128 and 96-128.
+64 and holes 48-64 px (the cpu-small preset); at 256 the paper's 128 and 96-128. Each
+precision asked for is timed in the same run (`auto`: what `glcic.precision` picks here).
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from network_speed import cpu_name  # same folder: the scripts run as files
 from PIL import Image
 
+from glcic.precision import PRECISIONS
 from glcic.training.config import build_config
 from glcic.training.trainer import Trainer
 
@@ -36,26 +40,32 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--precision", default="float32,bfloat16,auto", help="comma list")
+    parser.add_argument("--widths", default="1,0.5", help="comma list")
     args = parser.parse_args()
+    asked = [name.strip() for name in args.precision.split(",") if name.strip()]
+    if not asked or any(name not in PRECISIONS for name in asked):
+        parser.error(f"--precision: a comma list of {', '.join(PRECISIONS)}")
     logging.getLogger("glcic.training").setLevel(logging.WARNING)
     local = args.size // 2
     print(
         f"# training images/s, {args.device}, {args.size}x{args.size} crops, local {local}, "
-        f"batch {args.batch}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+        f"batch {args.batch}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"{cpu_name()}, {torch.backends.cpu.get_cpu_capability()}"
     )
-    print("| width | completion | discriminator | joint |")
-    print("|---|---|---|---|")
+    print("| precision | width | completion | discriminator | joint |")
+    print("|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         data.mkdir()
         _images(data, args.size)
-        for width in (1.0, 0.5):
+        for name, width in [(n, float(w)) for n in asked for w in args.widths.split(",")]:
             overrides = {
                 "width": width, "image_size": args.size, "rescale_min": args.size,
                 "rescale_max": args.size * 3 // 2, "local_size": local,
                 "hole_min": local * 3 // 4, "hole_max": local, "batch_size": args.batch,
                 "completion_steps": 10, "discriminator_steps": 10, "total_steps": 30,
-                "workers": 0, "mean_images": 4,
+                "workers": 0, "mean_images": 4, "precision": name,
             }  # fmt: skip
             config = build_config(None, None, overrides)
             trainer = Trainer(config, [data], Path(tmp) / f"run{width}", device=args.device)
@@ -73,7 +83,8 @@ def main() -> None:
                 if args.device.startswith("cuda"):
                     torch.cuda.synchronize()
                 rates.append(args.steps * args.batch / (time.perf_counter() - start))
-            print(f"| {width:g} | " + " | ".join(f"{r:.1f}" for r in rates) + " |")
+            label = name if name != "auto" else f"auto = {trainer.precision.describe()}"
+            print(f"| {label} | {width:g} | " + " | ".join(f"{r:.1f}" for r in rates) + " |")
 
 
 if __name__ == "__main__":
