@@ -66,6 +66,36 @@ def test_holes_are_seeded_and_inside_the_local_patch() -> None:
     assert 0 < stroke.sum() < stroke.size
 
 
+def test_edge_holes_touch_the_crop_edge_inside_their_patch() -> None:
+    sides_seen = set()
+    for seed in range(200):
+        hole = sample_hole(np.random.default_rng(seed), 64, 32, 8, 24, 0.5, edge_fraction=1.0)
+        x, y = hole.hole_box
+        assert hole.mask[y : y + 32, x : x + 32].sum() == hole.mask.sum() > 0
+        ys, xs = np.nonzero(hole.mask)
+        touching = {
+            name
+            for name, touches in (
+                ("left", xs.min() == 0), ("right", xs.max() == 63),
+                ("top", ys.min() == 0), ("bottom", ys.max() == 63),
+            )
+            if touches
+        }  # fmt: skip
+        assert 1 <= len(touching) <= 2
+        sides_seen |= touching
+    assert sides_seen == {"left", "right", "top", "bottom"}
+    # A fraction of 0 draws nothing extra: runs without edge holes keep their random stream.
+    plain = sample_hole(np.random.default_rng(5), 64, 32, 8, 24, 0.5)
+    zero = sample_hole(np.random.default_rng(5), 64, 32, 8, 24, 0.5, edge_fraction=0.0)
+    assert np.array_equal(plain.mask, zero.mask) and plain.real_box == zero.real_box
+    share = np.mean([
+        sample_hole(np.random.default_rng(s), 64, 32, 8, 24, 0.5, 0.25).mask[:, [0, 63]].any()
+        or sample_hole(np.random.default_rng(s), 64, 32, 8, 24, 0.5, 0.25).mask[[0, 63]].any()
+        for s in range(400)
+    ])  # fmt: skip
+    assert 0.15 < share < 0.35
+
+
 def test_hole_mse_averages_over_hole_pixels_only() -> None:
     target = torch.zeros(1, 3, 8, 8)
     output = torch.full((1, 3, 8, 8), 0.5)

@@ -42,6 +42,9 @@ class TrainConfig:
     hole_min: int = 96
     hole_max: int = 128
     freeform_fraction: float = 0.0  # share of samples with brush-stroke holes instead
+    # Share of holes pushed flush against a side or corner of the crop, as selections that reach
+    # the image border are (the paper's holes never touch it: 0).
+    edge_hole_fraction: float = 0.0
     # Schedule (paper: T_C = 90,000, T_D = 10,000, T = 500,000)
     completion_steps: int = 90_000
     discriminator_steps: int = 10_000
@@ -81,6 +84,8 @@ class TrainConfig:
             problems.append("need image_size <= rescale_min <= rescale_max")
         if not 0.0 <= self.freeform_fraction <= 1.0:
             problems.append("freeform_fraction must be in [0, 1]")
+        if not 0.0 <= self.edge_hole_fraction <= 1.0:
+            problems.append("edge_hole_fraction must be in [0, 1]")
         if min(self.completion_steps, self.discriminator_steps) < 0:
             problems.append("phase lengths must not be negative")
         if self.total_steps < self.completion_steps + self.discriminator_steps:

@@ -100,7 +100,13 @@ class HoleDataset(Dataset):
         crop = random_crop(image, rng, self.config)
         cfg = self.config
         hole = sample_hole(
-            rng, cfg.image_size, cfg.local_size, cfg.hole_min, cfg.hole_max, cfg.freeform_fraction
+            rng,
+            cfg.image_size,
+            cfg.local_size,
+            cfg.hole_min,
+            cfg.hole_max,
+            cfg.freeform_fraction,
+            cfg.edge_hole_fraction,
         )
         return {
             "image": torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1))),

@@ -1,7 +1,10 @@
 """Training holes: the paper's random rectangles, and free-form brush strokes.
 
 Both live inside a local patch (the region the local discriminator sees), so the discriminator
-always judges the completed area. Free-form strokes are random thick polylines, the kind of hole
+always judges the completed area. A share of them can be pushed flush against the crop's edges
+(`edge_fraction`): otherwise the network never sees a hole that runs into its zero padding, and
+it paints a colour band along the image border where users' selections reach it.
+Free-form strokes are random thick polylines, the kind of hole
 the authors' later free-form model was trained with and what users' selections and the
 evaluation masks look like. Every draw comes from the generator passed in, so holes are seeded.
 """
@@ -55,6 +58,11 @@ def freeform_hole(
     return patch
 
 
+#: (horizontal, vertical) pushes of an edge hole: -1 toward left/top, 1 toward right/bottom,
+#: 0 none; the four sides and the four corners, equally often.
+_EDGE_PUSHES = tuple((dx, dy) for dx in (-1, 0, 1) for dy in (-1, 0, 1) if dx or dy)
+
+
 def sample_hole(
     rng: np.random.Generator,
     image_size: int,
@@ -62,15 +70,42 @@ def sample_hole(
     hole_min: int,
     hole_max: int,
     freeform_fraction: float,
+    edge_fraction: float = 0.0,
 ) -> HoleSample:
-    """One training hole in an image_size^2 crop, with its local patch and a random real patch."""
+    """One training hole in an image_size^2 crop, with its local patch and a random real patch.
+
+    With probability `edge_fraction` the hole is moved, inside its patch and with its patch,
+    until it touches one side or a corner of the crop. (No draw is made when it is 0, so runs
+    without edge holes keep their random stream.)
+    """
     limit = image_size - local_size
     hole_box = (int(rng.integers(0, limit + 1)), int(rng.integers(0, limit + 1)))
     real_box = (int(rng.integers(0, limit + 1)), int(rng.integers(0, limit + 1)))
     use_freeform = rng.random() < freeform_fraction
     draw = freeform_hole if use_freeform else rectangle_hole
     patch = draw(rng, local_size, hole_min, hole_max)
+    if edge_fraction > 0 and rng.random() < edge_fraction:
+        push = _EDGE_PUSHES[int(rng.integers(len(_EDGE_PUSHES)))]
+        patch, hole_box = _push_to_edge(patch, hole_box, push, limit)
     mask = np.zeros((image_size, image_size), np.uint8)
     x, y = hole_box
     mask[y : y + local_size, x : x + local_size] = patch
     return HoleSample(mask, hole_box, real_box)
+
+
+def _push_to_edge(
+    patch: np.ndarray, corner: tuple[int, int], push: tuple[int, int], limit: int
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """Shift the hole inside its patch, and the patch inside the crop, so the hole touches the
+    crop's side(s) that `push` names; the patch still holds the whole hole."""
+    rows, columns = np.nonzero(patch)
+    size = patch.shape[0]
+    position = list(corner)
+    for axis, (direction, used) in enumerate(zip(push, (columns, rows), strict=True)):
+        if direction == 0:
+            continue
+        # Rolling moves only empty lines around the patch: the hole lies in [min, max].
+        shift = -int(used.min()) if direction < 0 else size - 1 - int(used.max())
+        patch = np.roll(patch, shift, axis=1 - axis)
+        position[axis] = 0 if direction < 0 else limit
+    return patch, (position[0], position[1])

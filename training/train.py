@@ -117,7 +117,7 @@ def _export(argv: Sequence[str]) -> int:
 #: Fields a resumed run cannot change: they shape the networks or the data stream it continues.
 FROZEN_ON_RESUME = (
     "width", "image_size", "local_size", "batch_size", "seed", "rescale_min", "rescale_max",
-    "hole_min", "hole_max", "freeform_fraction", "flip",
+    "hole_min", "hole_max", "freeform_fraction", "edge_hole_fraction", "flip",
 )  # fmt: skip
 
 
