@@ -81,6 +81,8 @@ def resolve_precision(requested: str, device: torch.device | str, purpose: str) 
     if requested == "float32":
         return Precision("float32", "asked for")
     if requested == "bfloat16":
+        if device.type not in ("cpu", "cuda"):
+            raise InputError(f"--precision bfloat16 runs on cpu and cuda, not on {device.type}")
         if device.type == "cuda" and not torch.cuda.is_bf16_supported():
             raise InputError(f"--precision bfloat16: {device} does not support bfloat16")
         return Precision("bfloat16", "asked for")

@@ -44,6 +44,8 @@ def test_explicit_choices_are_kept() -> None:
     assert resolve_precision("bfloat16", "cpu", "completion").name == "bfloat16"
     with pytest.raises(InputError, match="float32"):
         resolve_precision("float16", "cpu", "training")
+    with pytest.raises(InputError, match="not on mps"):
+        resolve_precision("bfloat16", "mps", "completion")
 
 
 def test_auto_on_a_cpu_without_bf16_instructions_is_float32_without_probing(monkeypatch) -> None:
