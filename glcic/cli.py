@@ -61,7 +61,7 @@ def _complete(args: argparse.Namespace) -> int:
     print(
         f"wrote {args.out}: {holes} hole region{'s' if holes != 1 else ''} completed in "
         f"{stats.total_seconds:.2f} s (network {stats.network_seconds:.2f} s, "
-        f"{model.precision.describe()})"
+        f"{model.precision.name})"
     )
     return 0
 
