@@ -18,7 +18,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from glcic.daemon.client import Client, ClientError, DaemonNotRunning
+from glcic.daemon.client import NOT_RUNNING, Client, ClientError, DaemonNotRunning
 from glcic.daemon.connection import (
     AlreadyRunning,
     DaemonLock,
@@ -66,9 +66,7 @@ def _running_client(timeout: float = 5.0) -> Client | None:
 def _require_running() -> Client:
     client = _running_client()
     if client is None:
-        raise DaemonNotRunning(
-            "the glcic daemon is not running (start it with: glcic-daemon start)"
-        )
+        raise DaemonNotRunning(NOT_RUNNING)
     return client
 
 

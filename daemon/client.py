@@ -74,6 +74,11 @@ class DaemonNotRunning(ClientError):
     pass
 
 
+#: The whole story when no daemon runs (no connection file); other `DaemonNotRunning` messages
+#: carry a detail worth showing (a refused or unreadable file, a refused connection).
+NOT_RUNNING = "the glcic daemon is not running (start it with: glcic-daemon start)"
+
+
 class DaemonTimeout(ClientError):
     pass
 
@@ -219,9 +224,7 @@ def read_connection_file(path: Path | None = None) -> Connection:
             protocol=int(document["protocol"]),
         )
     except FileNotFoundError:
-        raise DaemonNotRunning(
-            "the glcic daemon is not running (start it with: glcic-daemon start)"
-        ) from None
+        raise DaemonNotRunning(NOT_RUNNING) from None
     except (OSError, ValueError, KeyError, TypeError, OverflowError) as error:
         raise DaemonNotRunning(
             f"the daemon's connection file {path} is unreadable ({error}); "

@@ -299,6 +299,7 @@ def test_refusals_explain_themselves_and_change_nothing(gimp) -> None:
         # GIMP shows the returned words itself, once.
         first_line = entry["message"].splitlines()[0]
         assert outputs.get(key, gimp["output"]).count(first_line) == 1, key
+    assert scenarios["no_daemon"]["message"].lower().count("not running") == 1
 
 
 # -- the installer (no GIMP needed) ---------------------------------------------------------

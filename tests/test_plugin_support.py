@@ -205,6 +205,9 @@ def test_job_without_a_daemon_says_how_to_start_it(tmp_path, monkeypatch) -> Non
     events = _events_until_end(job, lambda limit: None)
     assert events[-1][0] == "error"
     assert "not running" in events[-1][1] and "glcic-daemon start" in events[-1][1]
+    assert events[-1][1].lower().count("not running") == 1  # said once, not echoed in brackets
+    refused = client_module.DaemonNotRunning("cannot connect to the daemon at tcp://x (refused)")
+    assert "(cannot connect" in common.describe_client_error(refused, "gimp")
 
 
 def test_error_words_name_the_host_and_the_remedy() -> None:

@@ -221,7 +221,9 @@ HOW_TO_START = (
 def describe_client_error(error: Exception, host: str) -> str:
     """Words a painter understands, with what to do next."""
     if isinstance(error, client_module.DaemonNotRunning):
-        return f"The glcic completion daemon is not running.\n\n{HOW_TO_START}\n\n({error})"
+        # The plain case says nothing the sentence above does not; other causes add a detail.
+        detail = "" if str(error) == client_module.NOT_RUNNING else f"\n\n({error})"
+        return f"The glcic completion daemon is not running.\n\n{HOW_TO_START}{detail}"
     if isinstance(error, client_module.DaemonTimeout):
         return (
             "The glcic daemon did not answer in time. It may be busy with a very large image "
