@@ -1,12 +1,12 @@
 """Training holes: the paper's random rectangles, and free-form brush strokes.
 
 Both live inside a local patch (the region the local discriminator sees), so the discriminator
-always judges the completed area. A share of them can be pushed flush against the crop's edges
-(`edge_fraction`): otherwise the network never sees a hole that runs into its zero padding, and
-it paints a colour band along the image border where users' selections reach it.
-Free-form strokes are random thick polylines, the kind of hole
+always judges the completed area. Free-form strokes are random thick polylines, the kind of hole
 the authors' later free-form model was trained with and what users' selections and the
-evaluation masks look like. Every draw comes from the generator passed in, so holes are seeded.
+evaluation masks look like. A share of holes can be pushed flush against the crop's edges
+(`edge_fraction`): otherwise the network never sees a hole that runs into its zero padding, and
+it paints a colour band along the image border where users' selections reach it. Every draw
+comes from the generator passed in, so holes are seeded.
 """
 
 from __future__ import annotations
