@@ -5,8 +5,8 @@ Usage: python benchmarks/daemon_speed.py [--width 1.0] [--repeats 5]
 Starts a real daemon (CPU, a random-weight model of the given width, in a temporary GLCIC_HOME)
 and completes the same inputs both ways: a 512x512 image with a 96x96 hole and a 4000x3000 photo
 with a 300x200 hole. The daemon path is `complete_remote`, what `glcic-daemon complete` uses: it
-sends the pixels the pipeline reads (the union of its crops), with the same result as sending
-the whole image, which is timed too. Target: overhead under 5 % plus 20 ms. Then 8
+sends only the pixels the pipeline reads (the `context_box` around the holes), with the same
+result as sending the whole image, which is timed too. Target: overhead under 5 % plus 20 ms. Then 8
 concurrent clients send small requests (256x256, 48x48 hole) for requests/s.
 """
 
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from glcic import ModelMetadata, complete, new_model, save_model
-from glcic.daemon.client import Client
+from glcic.daemon.protocol import Client
 from glcic.daemon.remote import complete_remote
 
 CASES = {"512x512, 96x96 hole": (512, 512, 200, 200, 96, 96),

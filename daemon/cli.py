@@ -18,13 +18,14 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from glcic.daemon.client import NOT_RUNNING, Client, ClientError, DaemonNotRunning
+from glcic.cli_support import run_command
 from glcic.daemon.connection import (
     AlreadyRunning,
     DaemonLock,
     connection_file_path,
     remove_connection_file,
 )
+from glcic.daemon.protocol import NOT_RUNNING, Client, ClientError, DaemonNotRunning
 from glcic.errors import GlcicError
 from glcic.paths import log_dir
 from glcic.precision import PRECISIONS
@@ -309,17 +310,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return int(args.handler(args))
-    except (GlcicError, ClientError) as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return 2
-    except ValueError as error:  # e.g. an unparsable --listen address
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+    # ValueError: e.g. an unparsable --listen address.
+    return run_command(
+        PROG, lambda: args.handler(args), user_errors=(GlcicError, ClientError, ValueError)
+    )
 
 
 if __name__ == "__main__":

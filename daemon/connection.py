@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import IO
 
 from glcic.atomic import atomic_write_bytes
-from glcic.daemon.client import CONNECTION_FILE_NAME, PROTOCOL_VERSION
+from glcic.daemon.protocol import CONNECTION_FILE_NAME, PROTOCOL_VERSION, default_runtime_dir
 from glcic.errors import GlcicError
-from glcic.paths import runtime_dir
 
 LOCK_FILE_NAME = "daemon.lock"
 
@@ -29,7 +28,7 @@ class AlreadyRunning(GlcicError):
 
 
 def connection_file_path() -> Path:
-    return runtime_dir() / CONNECTION_FILE_NAME
+    return default_runtime_dir() / CONNECTION_FILE_NAME
 
 
 def new_key() -> bytes:
@@ -75,7 +74,7 @@ class DaemonLock:
     """Held while a daemon runs; `acquire` fails with AlreadyRunning if another holds it."""
 
     def __init__(self) -> None:
-        self.path = runtime_dir() / LOCK_FILE_NAME
+        self.path = default_runtime_dir() / LOCK_FILE_NAME
         self.handle: IO[str] | None = None
 
     def acquire(self) -> None:
@@ -100,7 +99,7 @@ class DaemonLock:
     @staticmethod
     def is_held() -> bool:
         """Whether a live daemon holds the lock (probing takes and drops it if free)."""
-        path = runtime_dir() / LOCK_FILE_NAME
+        path = default_runtime_dir() / LOCK_FILE_NAME
         if not path.exists():
             return False
         with open(path, "a+", encoding="utf-8") as handle:

@@ -1,11 +1,11 @@
 """`glcic-daemon install-plugin`: put a host plugin where Krita or GIMP looks for it.
 
 A plugin runs inside the host's own Python, which has neither numpy nor torch. What it needs
-from us is its own folder plus the thin client (daemon/client.py, copied in as
-`glcic_client.py`), and pyzmq and msgpack importable from that Python: Linux distribution builds
-use the system Python, where the distribution's packages provide them; builds that bundle their
-own Python (Windows, macOS, AppImage) get wheels for that Python unpacked into the plugin's
-`vendor/` folder, which the plugin puts on its import path.
+from us is its own folder plus the wire protocol and thin client (daemon/protocol.py, copied in
+as `glcic_client.py`, the name plugins import), and pyzmq and msgpack importable from that
+Python: Linux distribution builds use the system Python, where the distribution's packages
+provide them; builds that bundle their own Python (Windows, macOS, AppImage) get wheels for that
+Python unpacked into the plugin's `vendor/` folder, which the plugin puts on its import path.
 
 Each host lives in its own module (install_krita, install_gimp); this one holds what they share.
 """
@@ -26,7 +26,7 @@ from glcic.errors import GlcicError
 
 #: The plugin sources, as installed with the package (see pyproject's package data).
 PLUGINS_DIR = Path(__file__).resolve().parent / "plugins"
-CLIENT_MODULE = Path(__file__).resolve().parent / "client.py"
+CLIENT_MODULE = Path(__file__).resolve().parent / "protocol.py"
 CLIENT_NAME = "glcic_client.py"
 COMMON_NAME = "glcic_plugin_common.py"
 VENDOR_DIR = "vendor"

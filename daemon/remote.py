@@ -1,34 +1,29 @@
 """Completing through the daemon while sending only the pixels the pipeline will read.
 
 The pipeline reads an image only inside its crops, and the crops follow from the mask and the
-model's trained hole sizes alone. So a client with the full package plans the same crops, sends
-the sub-image that holds them all, and gets the same result, bit for bit, as for the whole image:
-every crop lies inside that sub-image at the same place. For a small hole in a large photo
-this cuts what is signed, sent and checked from the whole layer to a few megabytes.
+model's trained hole sizes alone. `protocol.context_box` bounds them all from the mask's bounding
+box (the one rule the plugins use too; a property test checks it holds every pixel the pipeline
+reads), so sending just that sub-image gives the same result, bit for bit, as sending the whole
+image. For a small hole in a large photo this cuts what is signed, sent and checked from the
+whole layer to a few megabytes.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from glcic.crops import Box, find_hole_groups, plan_crop
-from glcic.daemon.client import Client
-from glcic.networks import RECEPTIVE_FIELD_RADIUS
-from glcic.pipeline import DEFAULT_MAX_WORKING_SIDE, CompletedRegion
+from glcic.crops import Box
+from glcic.daemon.protocol import Client, context_box
+from glcic.pipeline import CompletedRegion
 
 
-def needed_region(mask: np.ndarray, max_hole_side: int) -> Box | None:
-    """The smallest box holding every crop the pipeline will use; None if the mask is empty."""
-    groups = find_hole_groups(mask, merge_distance=RECEPTIVE_FIELD_RADIUS)
-    if not groups:
+def _mask_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(x0, y0, x1, y1) around the mask's nonzero pixels (the holes); None if there are none."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
         return None
-    region = None
-    for group in groups:
-        crop = plan_crop(
-            group, mask.shape, max_hole_side, RECEPTIVE_FIELD_RADIUS, DEFAULT_MAX_WORKING_SIDE
-        ).crop
-        region = crop if region is None else region.union(crop)
-    return region
+    columns = np.flatnonzero(mask.any(axis=0))
+    return int(columns[0]), int(rows[0]), int(columns[-1]) + 1, int(rows[-1]) + 1
 
 
 def _model_hole_limit(client: Client, model: str | None) -> int | None:
@@ -47,10 +42,13 @@ def complete_remote(
     **options,
 ) -> CompletedRegion:
     """Complete an HxWx4 uint8 image through the daemon; returns the changed rectangle."""
+    height, width = mask.shape
     limit = _model_hole_limit(client, model)
-    region = needed_region(mask, limit) if limit is not None else None
-    if region is None:  # unknown model or empty mask: send everything, the daemon decides
-        region = Box(0, 0, mask.shape[1], mask.shape[0])
+    holes = _mask_box(mask) if limit is not None else None
+    if limit is None or holes is None:  # unknown model or empty mask: send all, the daemon decides
+        region = Box(0, 0, width, height)
+    else:
+        region = Box(*context_box(holes, (width, height), limit))
     sub_rgba = np.ascontiguousarray(rgba[region.slices])
     sub_mask = np.ascontiguousarray(mask[region.slices])
     result = client.complete(

@@ -1,10 +1,10 @@
 """The glcic daemon: a ZeroMQ ROUTER on loopback in front of one inference worker per device.
 
-The main thread owns the socket (ZeroMQ sockets are not thread-safe): it checks signatures,
-answers quick operations itself, validates `complete` requests completely before queueing them,
-and forwards what the worker sends back over an inproc socket. The worker runs jobs one at a
-time from a bounded FIFO queue; it checks for cancellation and timeouts between crops. Nothing a
-client sends can stop the loop: every failure inside a request becomes an `error` reply.
+The main thread owns the socket (ZeroMQ sockets are not thread-safe): it checks each message and
+each `complete` request completely before queueing it (the rules are in validation.py), answers
+quick operations itself (status, models, cancel...), and forwards what the worker (worker.py)
+sends back over an inproc socket. The worker runs jobs one at a time from a bounded FIFO queue.
+Nothing a client sends can stop the loop: every failure inside a request becomes an `error` reply.
 """
 
 from __future__ import annotations
@@ -16,42 +16,36 @@ import signal
 import threading
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-import msgpack
-import numpy as np
 import torch
 import zmq
 
 from glcic import __version__
-from glcic.daemon import client as protocol
+from glcic.daemon import protocol
 from glcic.daemon.connection import (
     DaemonLock,
     new_key,
     remove_connection_file,
     write_connection_file,
 )
-from glcic.daemon.models import ModelManager, ModelNotFound
-from glcic.errors import CancelledError, InputError
-from glcic.paths import models_dir
-from glcic.pipeline import (
-    BLEND_MODES,
-    DEFAULT_MAX_WORKING_SIDE,
-    CompletionStats,
-    complete_region,
+from glcic.daemon.model_manager import ModelManager
+from glcic.daemon.validation import (
+    ABANDONED_MESSAGE,
+    HEADER_FRAME_LIMIT,
+    Job,
+    RequestError,
+    check_simple_request,
+    read_message,
+    validate_complete,
 )
+from glcic.daemon.worker import REPLIES_ADDRESS, Worker
+from glcic.errors import InputError
+from glcic.paths import models_dir
 from glcic.precision import resolve_precision
 
 log = logging.getLogger("glcic.daemon")
-
-REPLIES_ADDRESS = "inproc://glcic-replies"
-#: A job is dropped once its client has missed this many `alive` periods.
-ABANDON_AFTER = 3
-KEEPALIVE_RANGE = (0.1, 60.0)
-ABANDONED_MESSAGE = "cancelled: the client stopped sending 'alive'"
-_HEADER_FRAME_LIMIT = 64 * 1024
-_SMALLEST_WORKING_SIDE = 384
 
 
 @dataclass(frozen=True)
@@ -67,7 +61,7 @@ class ServerSettings:
 
     @property
     def max_frame_bytes(self) -> int:
-        return self.max_side * self.max_side * 4 + _HEADER_FRAME_LIMIT
+        return self.max_side * self.max_side * 4 + HEADER_FRAME_LIMIT
 
 
 def resolve_device(name: str) -> torch.device:
@@ -83,154 +77,6 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise InputError(f"--device {name}: Apple's MPS is not available")
     return device
-
-
-@dataclass
-class Job:
-    request_id: str
-    identity: bytes
-    width: int
-    height: int
-    pixels: Any  # buffer of height*width*4 bytes
-    mask: Any  # buffer of height*width bytes
-    model: str | None
-    blend: str
-    timeout: float
-    deadline: float = float("inf")  # set when the job starts: queueing time does not count
-    cancel: threading.Event = field(default_factory=threading.Event)
-    #: Seconds between the client's `alive` messages, if it promised them (None: it did not).
-    keepalive: float | None = None
-    last_seen: float = field(default_factory=time.monotonic)
-
-    def abandoned(self, now: float) -> bool:
-        """Whether a client that promised `alive` messages has missed several: it is gone
-        (a host killed its plug-in, or crashed), so nobody is waiting for this result."""
-        return self.keepalive is not None and now - self.last_seen > ABANDON_AFTER * self.keepalive
-
-
-class RequestError(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-class Worker(threading.Thread):
-    """Runs jobs one at a time; talks to the main thread only through its own PUSH socket."""
-
-    def __init__(self, server: Server) -> None:
-        super().__init__(name="glcic-worker", daemon=True)
-        self.server = server
-        self.running: Job | None = None
-
-    def run(self) -> None:
-        socket = self.server.context.socket(zmq.PUSH)
-        socket.connect(REPLIES_ADDRESS)
-        try:
-            while True:
-                job = self.server.next_job(timeout=2.0)
-                if job is None:
-                    if self.server.stopping.is_set():
-                        return
-                    self._rescan()
-                    continue
-                try:
-                    self._run(job, socket)
-                finally:
-                    self.running = None
-                    self.server.requests_served += 1
-        finally:
-            socket.close(linger=1000)
-
-    def _rescan(self) -> None:
-        try:
-            self.server.manager.scan()
-        except Exception:  # never let a directory glitch stop the worker
-            log.exception("scanning the model directory failed")
-
-    def _send(self, socket: zmq.Socket, job: Job, header: dict, payload: list = ()) -> None:
-        frames = protocol.pack(
-            self.server.key,
-            {"v": protocol.PROTOCOL_VERSION, "id": job.request_id, **header},
-            payload,
-        )
-        socket.send_multipart([job.identity, *frames], copy=False)
-
-    def _run(self, job: Job, socket: zmq.Socket) -> None:
-        started = time.monotonic()
-        job.deadline = started + job.timeout
-
-        def progress(stage: str, fraction: float) -> None:
-            self._send(socket, job, {"type": "progress", "stage": stage, "fraction": fraction})
-
-        def should_stop() -> bool:
-            now = time.monotonic()
-            if job.abandoned(now):
-                job.cancel.set()
-            return job.cancel.is_set() or now > job.deadline
-
-        try:
-            name, model = self.server.manager.get(job.model)
-            image = np.frombuffer(job.pixels, np.uint8).reshape(job.height, job.width, 4)
-            mask = np.frombuffer(job.mask, np.uint8).reshape(job.height, job.width)
-            stats = CompletionStats()
-            region = self._complete_with_retry(
-                image, mask, model, job, progress, should_stop, stats
-            )
-            x, y, changed = region.x, region.y, np.ascontiguousarray(region.pixels)
-            h, w = changed.shape[:2]
-            header = {
-                "type": "result", "x": x, "y": y, "width": w, "height": h, "model": name,
-                "seconds": round(time.monotonic() - started, 4),
-            }  # fmt: skip
-            self._send(socket, job, header, [memoryview(changed).cast("B")])
-            log.info(
-                "completed %s: %dx%d, model %s, %.3f s (network %.3f s, blending %.3f s)",
-                job.request_id, job.width, job.height, name, time.monotonic() - started,
-                stats.network_seconds, stats.blend_seconds,
-            )  # fmt: skip
-        except CancelledError:
-            timed_out = time.monotonic() > job.deadline and not job.cancel.is_set()
-            code = protocol.TIMEOUT if timed_out else protocol.CANCELLED
-            if timed_out:
-                message = f"the request took longer than {self.server.settings.request_timeout:g} s"
-            elif job.abandoned(time.monotonic()):
-                message = ABANDONED_MESSAGE
-                log.info("dropped %s: its client is gone", job.request_id)
-            else:
-                message = "cancelled"
-            self._error(socket, job, code, message)
-        except ModelNotFound as error:
-            self._error(
-                socket, job, protocol.UNKNOWN_MODEL if job.model else protocol.NO_MODEL, str(error)
-            )
-        except InputError as error:
-            self._error(socket, job, protocol.BAD_INPUT, str(error))
-        except Exception as error:  # one broken request must not stop the daemon
-            log.error("request %s failed:\n%s", job.request_id, traceback.format_exc())
-            self._error(
-                socket, job, protocol.INTERNAL, f"internal error: {type(error).__name__}: {error}"
-            )
-
-    def _complete_with_retry(self, image, mask, model, job, progress, should_stop, stats):
-        """On CUDA out-of-memory, retry with crops half the size before giving up."""
-        side = DEFAULT_MAX_WORKING_SIDE
-        while True:
-            try:
-                return complete_region(
-                    image, mask, model, blend=job.blend, max_working_side=side,
-                    progress=progress, should_cancel=should_stop, stats=stats,
-                )  # fmt: skip
-            except torch.cuda.OutOfMemoryError:
-                torch.cuda.empty_cache()
-                if side // 2 < _SMALLEST_WORKING_SIDE:
-                    raise
-                side //= 2
-                log.warning(
-                    "CUDA out of memory; retrying %s with crops up to %d px", job.request_id, side
-                )
-
-    def _error(self, socket: zmq.Socket, job: Job, code: str, message: str) -> None:
-        self._send(socket, job, {"type": "error", "code": code, "message": message})
 
 
 class Server:
@@ -401,34 +247,12 @@ class Server:
         identity = frames[0].bytes
         request_id = None
         try:
-            if len(frames) < 3 or len(frames[2]) > _HEADER_FRAME_LIMIT:
-                raise RequestError(
-                    protocol.BAD_REQUEST,
-                    "malformed message: expected [signature, header, payload...]",
-                )
-            request_id = _untrusted_id(frames[2].bytes)
-            try:
-                header, payload = protocol.unpack(self.key, frames[1:])
-            except PermissionError:
-                raise RequestError(
-                    protocol.UNAUTHORIZED,
-                    "missing or wrong signature: use the key in the daemon's connection file",
-                ) from None
-            except (ValueError, TypeError, msgpack.UnpackException):
-                raise RequestError(
-                    protocol.BAD_REQUEST, "the header is not a valid msgpack map"
-                ) from None
-            request_id = header.get("id")
-            if header.get("v") != protocol.PROTOCOL_VERSION:
-                raise RequestError(
-                    protocol.VERSION_MISMATCH,
-                    f"this daemon speaks protocol {protocol.PROTOCOL_VERSION}, the request "
-                    f"{header.get('v')!r}: update glcic and the plugin so they match",
-                )
-            if not isinstance(request_id, str) or not 0 < len(request_id) <= 128:
-                raise RequestError(protocol.BAD_REQUEST, "the header needs an 'id' string")
+            header, payload = read_message(self.key, frames[1:])
+            request_id = header["id"]
             self._dispatch(router, identity, header, payload)
         except RequestError as error:
+            if request_id is None:  # refused before the header was trusted
+                request_id = error.request_id
             self._reply(
                 router,
                 identity,
@@ -447,7 +271,10 @@ class Server:
     def _dispatch(self, router, identity: bytes, header: dict, payload: list) -> None:
         op, request_id = header.get("op"), header["id"]
         if op == "complete":
-            job = self._validate_complete(identity, header, payload)
+            job = validate_complete(
+                header, payload, self.manager, identity=identity,
+                max_side=self.settings.max_side, timeout=self.settings.request_timeout,
+            )  # fmt: skip
             position = self._enqueue(job)
             router.send_multipart(
                 [
@@ -466,8 +293,7 @@ class Server:
                 ]
             )
             return
-        if payload:
-            raise RequestError(protocol.BAD_REQUEST, f"operation {op!r} takes no payload frames")
+        check_simple_request(op, payload)
         if op == "alive":  # no reply: it only keeps the client's jobs from being dropped
             self._alive(identity, header.get("target"))
             return
@@ -500,74 +326,6 @@ class Server:
             self.stopping.set()
         else:
             raise RequestError(protocol.BAD_REQUEST, f"unknown operation {op!r}")
-
-    def _validate_complete(self, identity: bytes, header: dict, payload: list) -> Job:
-        width, height = header.get("width"), header.get("height")
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (width, height)):
-            raise RequestError(protocol.BAD_REQUEST, "'width' and 'height' must be integers")
-        if width < 1 or height < 1:
-            raise RequestError(protocol.BAD_REQUEST, f"image size {width}x{height} is empty")
-        limit = self.settings.max_side
-        if width > limit or height > limit:
-            raise RequestError(
-                protocol.TOO_LARGE,
-                f"image {width}x{height} exceeds this daemon's limit of {limit}x{limit}",
-            )
-        if len(payload) != 2:
-            raise RequestError(
-                protocol.BAD_REQUEST,
-                f"'complete' takes 2 payload frames (RGBA8 pixels, 8-bit mask), got {len(payload)}",
-            )
-        pixels, mask = payload
-        if len(pixels) != width * height * 4:
-            raise RequestError(
-                protocol.BAD_REQUEST,
-                f"pixel frame has {len(pixels)} bytes; {width}x{height} RGBA8 needs "
-                f"{width * height * 4}",
-            )
-        if len(mask) != width * height:
-            raise RequestError(
-                protocol.BAD_REQUEST,
-                f"mask frame has {len(mask)} bytes; {width}x{height} 8-bit needs {width * height}",
-            )
-        blend = header.get("blend", "poisson")
-        if blend not in BLEND_MODES:
-            raise RequestError(
-                protocol.BAD_REQUEST, f"'blend' must be one of {', '.join(BLEND_MODES)}"
-            )
-        model = header.get("model")
-        if model is not None and (not isinstance(model, str) or not self.manager.exists(model)):
-            raise RequestError(
-                protocol.UNKNOWN_MODEL, f"no model named {model!r} (see: glcic-daemon models)"
-            )
-        if model is None and self.manager.default_name() is None:
-            raise RequestError(
-                protocol.NO_MODEL,
-                f"no model is available: put a .safetensors model in {self.manager.directory}",
-            )
-        keepalive = header.get("keepalive")
-        if keepalive is not None and (
-            not isinstance(keepalive, (int, float))
-            or isinstance(keepalive, bool)
-            or not KEEPALIVE_RANGE[0] <= keepalive <= KEEPALIVE_RANGE[1]
-        ):
-            raise RequestError(
-                protocol.BAD_REQUEST,
-                f"'keepalive' must be a number of seconds from {KEEPALIVE_RANGE[0]:g} to "
-                f"{KEEPALIVE_RANGE[1]:g}",
-            )
-        return Job(
-            header["id"],
-            identity,
-            width,
-            height,
-            pixels,
-            mask,
-            model,
-            blend,
-            self.settings.request_timeout,
-            keepalive=float(keepalive) if keepalive is not None else None,
-        )
 
     def _alive(self, identity: bytes, target: Any) -> None:
         now = time.monotonic()
@@ -614,15 +372,3 @@ class Server:
             "max_side": self.settings.max_side,
             "threads": torch.get_num_threads(),
         }
-
-
-def _untrusted_id(header: bytes) -> Any:
-    """The request id of a message we refuse, so the client can match the refusal (best effort)."""
-    try:
-        decoded = msgpack.unpackb(
-            header, raw=False, max_bin_len=0, max_str_len=256, max_array_len=16, max_map_len=32
-        )
-    except Exception:
-        return None
-    value = decoded.get("id") if isinstance(decoded, dict) else None
-    return value if isinstance(value, str) and len(value) <= 128 else None

@@ -1,7 +1,7 @@
 """Exceptions that carry a message meant for the user.
 
-Command-line front ends catch `GlcicError` and print its message with exit code 2; anything else
-is a bug and is allowed to surface as a traceback.
+Command-line front ends catch `GlcicError` and print its message with exit code 2 (through
+`glcic.cli_support.run_command`); anything else is a bug and is allowed to surface as a traceback.
 """
 
 

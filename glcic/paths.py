@@ -2,7 +2,10 @@
 
 One environment variable, GLCIC_HOME, replaces all of them with folders under one root: tests
 use it to stay out of the user's real folders, and it makes a portable install possible.
-Nothing is ever written to the current directory.
+Nothing is ever written to the current directory. The daemon's runtime folder (its connection
+file and lock) is not decided here: its rule lives with the wire protocol
+(glcic.daemon.protocol.default_runtime_dir), which plugins run without the rest of glcic, so the
+daemon writes exactly where every client looks.
 """
 
 from __future__ import annotations
@@ -27,22 +30,6 @@ def models_dir() -> Path:
     return home / "models" if home else platformdirs.user_data_path(APP_NAME) / "models"
 
 
-def runtime_dir() -> Path:
-    """Connection file and lock of the running daemon.
-
-    The rule lives in the thin client (which plugins run without the rest of glcic), so the
-    daemon writes exactly where every client looks.
-    """
-    from glcic.daemon.client import default_runtime_dir
-
-    return default_runtime_dir()
-
-
 def log_dir() -> Path:
     home = _home()
     return home / "logs" if home else platformdirs.user_log_path(APP_NAME)
-
-
-def config_dir() -> Path:
-    home = _home()
-    return home / "config" if home else platformdirs.user_config_path(APP_NAME)

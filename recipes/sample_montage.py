@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from glcic.training.evaluate import main as glcic_eval
+from glcic.training.eval_cli import main as glcic_eval
 from glcic.training.pairing import BIN_LABELS, MASK_NUMBERS_PER_BIN
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

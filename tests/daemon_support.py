@@ -13,7 +13,7 @@ from pathlib import Path
 from conftest import make_tiny_model
 
 from glcic import save_model
-from glcic.daemon.client import Client, read_connection_file
+from glcic.daemon.protocol import Client, read_connection_file
 
 
 def daemon_cli(home: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:

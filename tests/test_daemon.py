@@ -22,13 +22,22 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from glcic import ModelMetadata, complete, load_model, new_model, save_model
-from glcic.daemon import client as protocol
-from glcic.daemon.client import (
+from glcic.daemon import protocol
+from glcic.daemon.protocol import (
     Client,
     ClientError,
+    CompletionResult,
     DaemonError,
     DaemonNotRunning,
+    context_box,
     read_connection_file,
+)
+from glcic.daemon.remote import complete_remote
+from glcic.daemon.validation import (
+    RequestError,
+    check_simple_request,
+    read_message,
+    validate_complete,
 )
 
 
@@ -226,6 +235,97 @@ def test_bad_requests_get_the_right_codes(daemon: Daemon) -> None:
     )
     socket.close()
     assert daemon.client().ping()["pong"]
+
+
+class _Models:
+    """The model catalogue validation asks about, without loading anything."""
+
+    directory = Path("/nowhere/models")
+
+    def __init__(self, names: tuple[str, ...] = ("tiny",), default: str | None = "tiny") -> None:
+        self.names, self.default = names, default
+
+    def exists(self, name: str) -> bool:
+        return name in self.names
+
+    def default_name(self) -> str | None:
+        return self.default
+
+
+_FRAMES_4X4 = [b"\0" * 64, b"\0" * 16]
+
+
+def _validate(header: dict, payload=_FRAMES_4X4, models: _Models | None = None):
+    return validate_complete(
+        {"v": 1, "id": "r", "op": "complete", **header}, payload, models or _Models(),
+        identity=b"me", max_side=1000, timeout=30.0,
+    )  # fmt: skip
+
+
+def test_a_valid_complete_request_becomes_a_job_without_a_socket() -> None:
+    job = _validate({"width": 4, "height": 4, "keepalive": 2, "model": "tiny", "blend": "none"})
+    assert (job.request_id, job.identity, job.width, job.height) == ("r", b"me", 4, 4)
+    assert (job.model, job.blend, job.timeout, job.keepalive) == ("tiny", "none", 30.0, 2.0)
+    assert bytes(job.pixels) == _FRAMES_4X4[0] and bytes(job.mask) == _FRAMES_4X4[1]
+    job = _validate({"width": 4, "height": 4})
+    assert (job.model, job.blend, job.keepalive) == (None, "poisson", None)
+
+
+@pytest.mark.parametrize(
+    ("header", "payload", "models", "code", "words"),
+    [
+        ({"width": "4", "height": 4}, _FRAMES_4X4, None, protocol.BAD_REQUEST, "integers"),
+        ({"width": True, "height": 4}, _FRAMES_4X4, None, protocol.BAD_REQUEST, "integers"),
+        ({"width": 0, "height": 4}, [b"", b""], None, protocol.BAD_REQUEST, "empty"),
+        ({"width": 1001, "height": 4}, _FRAMES_4X4, None, protocol.TOO_LARGE, "1000x1000"),
+        ({"width": 4, "height": 4}, _FRAMES_4X4[:1], None, protocol.BAD_REQUEST, "got 1"),
+        ({"width": 4, "height": 4}, [b"\0" * 63, b"\0" * 16], None, protocol.BAD_REQUEST, "pixel"),
+        ({"width": 4, "height": 4}, [b"\0" * 64, b"\0" * 15], None, protocol.BAD_REQUEST, "mask"),
+        ({"width": 4, "height": 4, "blend": "x"}, _FRAMES_4X4, None, protocol.BAD_REQUEST, "blend"),
+        ({"width": 4, "height": 4, "model": "nope"}, _FRAMES_4X4, None, protocol.UNKNOWN_MODEL,
+         "'nope'"),
+        ({"width": 4, "height": 4, "model": 3}, _FRAMES_4X4, None, protocol.UNKNOWN_MODEL, "3"),
+        ({"width": 4, "height": 4}, _FRAMES_4X4, _Models((), None), protocol.NO_MODEL,
+         "/nowhere/models"),
+        ({"width": 4, "height": 4, "keepalive": 0.01}, _FRAMES_4X4, None, protocol.BAD_REQUEST,
+         "keepalive"),
+        ({"width": 4, "height": 4, "keepalive": True}, _FRAMES_4X4, None, protocol.BAD_REQUEST,
+         "keepalive"),
+    ],
+)  # fmt: skip
+def test_bad_complete_requests_are_refused_without_a_socket(
+    header, payload, models, code, words
+) -> None:
+    with pytest.raises(RequestError, match=words) as refused:
+        _validate(header, payload, models)
+    assert refused.value.code == code
+
+
+def test_messages_are_checked_before_dispatch_without_a_socket() -> None:
+    key = b"k" * 32
+    frames = protocol.pack(key, {"v": 1, "id": "a", "op": "ping"}, [b"x"])
+    for given_frames in (frames, [zmq.Frame(frame) for frame in frames]):  # bytes or zero-copy
+        header, payload = read_message(key, given_frames)
+        assert header["op"] == "ping" and [bytes(frame) for frame in payload] == [b"x"]
+
+    def refusal(frames: list) -> tuple[str, object]:
+        with pytest.raises(RequestError) as refused:
+            read_message(key, frames)
+        return refused.value.code, refused.value.request_id
+
+    assert refusal([b"signature only"]) == (protocol.BAD_REQUEST, None)
+    oversized = msgpack.packb({"v": 1, "id": "big", "op": "ping", "pad": "x" * 70000})
+    assert refusal([protocol.sign(key, [oversized]), oversized]) == (protocol.BAD_REQUEST, None)
+    signed_elsewhere = protocol.pack(b"another key", {"v": 1, "id": "b", "op": "ping"})
+    assert refusal(signed_elsewhere) == (protocol.UNAUTHORIZED, "b")
+    assert refusal([protocol.sign(key, [b"\x93"]), b"\x93"]) == (protocol.BAD_REQUEST, None)
+    assert refusal(protocol.pack(key, {"v": 99, "id": "c"})) == (protocol.VERSION_MISMATCH, "c")
+    assert refusal(protocol.pack(key, {"v": 1, "id": 7})) == (protocol.BAD_REQUEST, 7)
+    assert refusal(protocol.pack(key, {"v": 1})) == (protocol.BAD_REQUEST, None)
+    check_simple_request("ping", [])
+    with pytest.raises(RequestError, match="no payload") as refused:
+        check_simple_request("ping", [b"payload"])
+    assert refused.value.code == protocol.BAD_REQUEST
 
 
 _scalars = st.one_of(
@@ -518,8 +618,6 @@ def test_without_a_daemon_clients_get_a_clear_message(tmp_path: Path) -> None:
     ],
 )
 def test_remote_region_requests_give_the_whole_image_result(daemon: Daemon, boxes) -> None:
-    from glcic.daemon.remote import complete_remote
-
     rng = np.random.default_rng(11)
     small = rng.integers(0, 255, (8, 12, 4), dtype=np.uint8)
     rgba = np.asarray(Image.fromarray(small, "RGBA").resize((3000, 2000), Image.BICUBIC)).copy()
@@ -532,6 +630,54 @@ def test_remote_region_requests_give_the_whole_image_result(daemon: Daemon, boxe
     out = rgba.copy()
     out[region.y : region.y + height, region.x : region.x + width] = region.pixels
     assert np.array_equal(out, expected)
+
+
+class _RecordingClient:
+    """Stands in for a Client: one model, and `complete` keeps what it was sent."""
+
+    def __init__(self, metadata: dict | None) -> None:
+        self.metadata = metadata
+        self.sent: tuple[int, int, bytes, bytes] | None = None
+
+    def models(self) -> list[dict]:
+        return [{"name": "tiny", "default": True, "loaded": True, "metadata": self.metadata}]
+
+    def complete(self, width, height, rgba, mask, model=None, blend="poisson", **options):
+        self.sent = (width, height, rgba, mask)
+        return CompletionResult(3, 5, 2, 1, bytes(2 * 1 * 4), "tiny", 0.0)
+
+
+@pytest.mark.parametrize(
+    "boxes",
+    [[(300, 340, 500, 560)], [(0, 10, 0, 10)], [(20, 40, 30, 60), (200, 260, 300, 370)]],
+)
+def test_the_cli_path_sends_the_context_box_of_the_holes(boxes) -> None:
+    rng = np.random.default_rng(3)
+    rgba = rng.integers(0, 256, (1200, 1600, 4), dtype=np.uint8)
+    mask = np.zeros((1200, 1600), np.uint8)
+    for top, bottom, left, right in boxes:
+        mask[top:bottom, left:right] = 255
+    ys, xs = np.nonzero(mask)
+    holes = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+    x0, y0, x1, y1 = context_box(holes, (1600, 1200), 128)
+    assert (x1 - x0) * (y1 - y0) < 1600 * 1200  # only part of the image goes out
+    client = _RecordingClient({"hole_size_range": [96, 128]})
+    region = complete_remote(client, rgba, mask)
+    expected = rgba[y0:y1, x0:x1].tobytes(), mask[y0:y1, x0:x1].tobytes()
+    assert client.sent == (x1 - x0, y1 - y0, *expected)
+    assert (region.x, region.y, region.pixels.shape) == (x0 + 3, y0 + 5, (1, 2, 4))
+
+
+def test_the_cli_path_sends_everything_when_it_cannot_bound_the_reads() -> None:
+    rgba = np.zeros((40, 50, 4), np.uint8)
+    mask = np.zeros((40, 50), np.uint8)
+    client = _RecordingClient({"hole_size_range": [16, 64]})
+    complete_remote(client, rgba, mask)  # an empty mask: the daemon explains
+    assert client.sent[:2] == (50, 40)
+    mask[10:20, 10:20] = 255
+    client = _RecordingClient(None)  # a model without metadata: its hole size is unknown
+    complete_remote(client, rgba, mask)
+    assert client.sent[:2] == (50, 40)
 
 
 def test_model_file_overwritten_in_place_or_unreadable_keeps_the_daemon_serving(

@@ -13,8 +13,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image
 
 from glcic.errors import InputError
+from glcic.training import eval_cli, eval_report, metrics, pairing
 from glcic.training import evaluate as ev
-from glcic.training import metrics, pairing
 
 # --- helpers -------------------------------------------------------------------------------------
 
@@ -205,7 +205,7 @@ def test_end_to_end_with_model_and_baselines(dataset, tiny_model_file, tmp_path,
     images, masks = dataset
     out = tmp_path / "out"
     argv = ["--images", str(images), "--masks", str(masks), "--model", str(tiny_model_file)]
-    code = ev.main([*argv, "--baseline", "telea,ns", "--out", str(out)])
+    code = eval_cli.main([*argv, "--baseline", "telea,ns", "--out", str(out)])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     for name in ("results.json", "results.md", "montage.png"):
@@ -231,14 +231,14 @@ def test_end_to_end_with_model_and_baselines(dataset, tiny_model_file, tmp_path,
         for scores in pair["methods"].values():
             assert scores["changed_outside"] == 0
     montage = Image.open(out / "montage.png")
-    assert montage.height > 6 * ev.MONTAGE_CELL_HEIGHT
+    assert montage.height > 6 * eval_report.MONTAGE_CELL_HEIGHT
 
 
 def test_boxes_mode_end_to_end(tmp_path, tiny_model_file, capsys) -> None:
     images = tmp_path / "images"
     write_images(images, 3, height=160, width=200)
     out = tmp_path / "out"
-    code = ev.main(
+    code = eval_cli.main(
         ["--images", str(images), "--boxes", "--model", str(tiny_model_file), "--out", str(out)]
     )
     captured = capsys.readouterr()
@@ -254,7 +254,7 @@ def test_limit_evaluates_only_the_first_images(dataset, tmp_path, capsys) -> Non
     images, masks = dataset
     out = tmp_path / "out"
     argv = ["--images", str(images), "--masks", str(masks), "--baseline", "telea"]
-    assert ev.main([*argv, "--limit", "1", "--out", str(out)]) == 0
+    assert eval_cli.main([*argv, "--limit", "1", "--out", str(out)]) == 0
     document = json.loads((out / "results.json").read_text())
     assert {pair["image"] for pair in document["pairs"]} == {str(images / "img0.png")}
     assert document["summary"]["telea"]["all"]["count"] == 6
@@ -267,7 +267,9 @@ def test_limit_evaluates_only_the_first_images(dataset, tmp_path, capsys) -> Non
         ("no masks", "no mask files"),
         ("unknown baseline", "unknown baseline 'patchmatch'"),
         ("no methods", "no methods"),
-        ("masks and boxes", "cannot be used together"),
+        ("masks and boxes", "give either a masks folder or boxes, not both"),
+        ("neither masks nor boxes", "give a masks folder (--masks DIR) or use rectangular --boxes"),
+        ("limit 0", "limit must be at least 1, got 0"),
     ],
 )
 def test_errors_exit_2_without_traceback(case, message, dataset, tmp_path, capsys) -> None:
@@ -286,11 +288,16 @@ def test_errors_exit_2_without_traceback(case, message, dataset, tmp_path, capsy
     argv = ["--images", str(images), "--masks", str(masks), "--baseline", baseline]
     if case == "masks and boxes":
         argv.append("--boxes")
-    code = ev.main([*argv, "--out", str(tmp_path / "out")])
+    elif case == "neither masks nor boxes":
+        argv = argv[:2] + argv[4:]
+    elif case == "limit 0":
+        argv += ["--limit", "0"]
+    code = eval_cli.main([*argv, "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 2
     assert err.startswith("glcic-eval: error: ") and message in err
-    assert "Traceback" not in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "out").exists()  # refused before anything was made or loaded
 
 
 def test_interrupt_exits_130(dataset, tmp_path, capsys, monkeypatch) -> None:
@@ -299,9 +306,9 @@ def test_interrupt_exits_130(dataset, tmp_path, capsys, monkeypatch) -> None:
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(ev, "evaluate", interrupted)
+    monkeypatch.setattr(eval_cli, "evaluate", interrupted)
     argv = ["--images", str(images), "--masks", str(masks), "--baseline", "telea"]
-    assert ev.main([*argv, "--out", str(tmp_path / "out")]) == 130
+    assert eval_cli.main([*argv, "--out", str(tmp_path / "out")]) == 130
     assert "Traceback" not in capsys.readouterr().err
 
 
@@ -310,7 +317,7 @@ def test_unreadable_image_is_skipped_and_counted(dataset, tmp_path, capsys) -> N
     (images / "broken.png").write_text("this is not a PNG")
     out = tmp_path / "out"
     argv = ["--images", str(images), "--masks", str(masks), "--baseline", "ns"]
-    assert ev.main([*argv, "--out", str(out)]) == 0
+    assert eval_cli.main([*argv, "--out", str(out)]) == 0
     err = capsys.readouterr().err
     assert "glcic-eval: warning: " in err and "broken.png" in err
     document = json.loads((out / "results.json").read_text())
@@ -325,7 +332,7 @@ def test_no_readable_image_is_an_error(tmp_path, capsys) -> None:
     (images / "broken.png").write_text("nope")
     masks = write_masks(tmp_path / "masks")
     argv = ["--images", str(images), "--masks", str(masks), "--baseline", "telea"]
-    assert ev.main([*argv, "--out", str(tmp_path / "out")]) == 2
+    assert eval_cli.main([*argv, "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "glcic-eval: error: no image could be evaluated" in err
 
@@ -397,7 +404,7 @@ def test_duplicate_model_stems_get_a_suffix(dataset, tiny_model_file, tmp_path) 
     out = tmp_path / "out"
     argv = ["--images", str(images), "--masks", str(masks), "--limit", "1"]
     argv += ["--model", str(tiny_model_file), "--model", str(copy), "--out", str(out)]
-    assert ev.main(argv) == 0
+    assert eval_cli.main(argv) == 0
     assert json.loads((out / "results.json").read_text())["methods"] == ["tiny", "tiny-2"]
 
 
@@ -410,7 +417,7 @@ def test_real_development_set(tiny_model_file, tmp_path, capsys) -> None:
     masks = shared_data("masks/nvidia-irregular")
     out = tmp_path / "out"
     argv = ["--images", str(images), "--masks", str(masks), "--model", str(tiny_model_file)]
-    code = ev.main([*argv, "--baseline", "telea", "--limit", "2", "--out", str(out)])
+    code = eval_cli.main([*argv, "--baseline", "telea", "--limit", "2", "--out", str(out)])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     document = json.loads((out / "results.json").read_text())

@@ -30,8 +30,7 @@ from daemon_support import tiny_daemon
 from host_support import require_host
 
 from glcic import complete
-from glcic.daemon import client as client_module
-from glcic.daemon import install_gimp
+from glcic.daemon import install_gimp, protocol
 from glcic.daemon.plugin_install import python_can_import
 
 REPO = Path(__file__).resolve().parents[1]
@@ -317,7 +316,7 @@ def test_install_gimp_puts_the_plugin_folder_in_place(tmp_path) -> None:
     }  # fmt: skip
     assert main.stat().st_mode & (stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH) == 0o111
     assert main.read_text().startswith("#!/usr/bin/env python3\n")
-    assert (folder / "glcic_client.py").read_bytes() == Path(client_module.__file__).read_bytes()
+    assert (folder / "glcic_client.py").read_bytes() == Path(protocol.__file__).read_bytes()
     common = REPO / "plugins" / "shared" / "glcic_plugin_common.py"
     assert (folder / "glcic_plugin_common.py").read_bytes() == common.read_bytes()
     assert [p.name for p in plugins.iterdir()] == ["glcic_complete"]  # no staging leftovers

@@ -20,9 +20,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from glcic import complete
-from glcic.daemon import client as client_module
+from glcic.crops import Box, find_hole_groups, plan_crop
+from glcic.daemon import protocol
 from glcic.daemon.install_krita import enable_in_kritarc
-from glcic.daemon.remote import needed_region
 from glcic.networks import RECEPTIVE_FIELD_RADIUS
 from glcic.pipeline import DEFAULT_MAX_WORKING_SIDE
 
@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _load_common():
     """plugins/shared/glcic_plugin_common.py as a plugin imports it: beside `glcic_client`."""
-    sys.modules.setdefault("glcic_client", client_module)
+    sys.modules.setdefault("glcic_client", protocol)
     path = ROOT / "plugins" / "shared" / "glcic_plugin_common.py"
     spec = importlib.util.spec_from_file_location("glcic_plugin_common", path)
     module = importlib.util.module_from_spec(spec)
@@ -44,8 +44,8 @@ common = _load_common()
 
 
 def test_client_constants_match_the_engine() -> None:
-    assert client_module.RECEPTIVE_FIELD_RADIUS == RECEPTIVE_FIELD_RADIUS
-    assert client_module.MAX_WORKING_SIDE == DEFAULT_MAX_WORKING_SIDE
+    assert protocol.RECEPTIVE_FIELD_RADIUS == RECEPTIVE_FIELD_RADIUS
+    assert protocol.MAX_WORKING_SIDE == DEFAULT_MAX_WORKING_SIDE
 
 
 @st.composite
@@ -59,14 +59,29 @@ def _selections(draw):
     return mask, draw(st.sampled_from([16, 48, 96, 128]))
 
 
+def _pipeline_reads(mask: np.ndarray, max_hole_side: int) -> Box:
+    """The smallest box holding every crop the pipeline plans for `mask`: what it reads."""
+    groups = find_hole_groups(mask, merge_distance=RECEPTIVE_FIELD_RADIUS)
+    crops = [
+        plan_crop(
+            group, mask.shape, max_hole_side, RECEPTIVE_FIELD_RADIUS, DEFAULT_MAX_WORKING_SIDE
+        ).crop
+        for group in groups
+    ]
+    region = crops[0]
+    for crop in crops[1:]:
+        region = region.union(crop)
+    return region
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_selections())
 def test_context_box_holds_every_pixel_the_pipeline_reads(case) -> None:
     mask, max_hole = case
     ys, xs = np.nonzero(mask)
     box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
-    x0, y0, x1, y1 = client_module.context_box(box, (mask.shape[1], mask.shape[0]), max_hole)
-    needed = needed_region(mask, max_hole)
+    x0, y0, x1, y1 = protocol.context_box(box, (mask.shape[1], mask.shape[0]), max_hole)
+    needed = _pipeline_reads(mask, max_hole)
     assert 0 <= x0 <= needed.x0 and 0 <= y0 <= needed.y0
     assert needed.x1 <= x1 <= mask.shape[1] and needed.y1 <= y1 <= mask.shape[0]
 
@@ -89,7 +104,7 @@ def test_completing_only_the_context_box_gives_the_same_pixels(size, hole) -> No
     mask[y : y + h, x : x + w] = 255
     model = make_tiny_model()
     limit = model.metadata.hole_size_range[1]
-    x0, y0, x1, y1 = client_module.context_box((x, y, x + w, y + h), (width, height), limit)
+    x0, y0, x1, y1 = protocol.context_box((x, y, x + w, y + h), (width, height), limit)
     if height >= 1000:  # a small hole in a large image: far fewer pixels to read and send
         assert (x1 - x0) * (y1 - y0) < width * height / 2
     whole = complete(image, mask, model)
@@ -206,16 +221,16 @@ def test_job_without_a_daemon_says_how_to_start_it(tmp_path, monkeypatch) -> Non
     assert events[-1][0] == "error"
     assert "not running" in events[-1][1] and "glcic-daemon start" in events[-1][1]
     assert events[-1][1].lower().count("not running") == 1  # said once, not echoed in brackets
-    refused = client_module.DaemonNotRunning("cannot connect to the daemon at tcp://x (refused)")
+    refused = protocol.DaemonNotRunning("cannot connect to the daemon at tcp://x (refused)")
     assert "(cannot connect" in common.describe_client_error(refused, "gimp")
 
 
 def test_error_words_name_the_host_and_the_remedy() -> None:
-    mismatch = common.describe_client_error(client_module.ProtocolMismatch("v2 vs v1"), "gimp")
+    mismatch = common.describe_client_error(protocol.ProtocolMismatch("v2 vs v1"), "gimp")
     assert "install-plugin gimp" in mismatch
-    busy = common.describe_daemon_error(client_module.DaemonError(client_module.BUSY, "busy"))
+    busy = common.describe_daemon_error(protocol.DaemonError(protocol.BUSY, "busy"))
     assert "try again" in busy
-    timeout = common.describe_client_error(client_module.DaemonTimeout("slow"), "krita")
+    timeout = common.describe_client_error(protocol.DaemonTimeout("slow"), "krita")
     assert "glcic-daemon status" in timeout
 
 
@@ -260,7 +275,7 @@ def test_install_krita_puts_every_piece_in_place(tmp_path) -> None:
     assert "glcic_complete.action" not in names and "__pycache__" not in names
     assert (pykrita / "glcic_complete.desktop").is_file()
     assert (pykrita.parent / "actions" / "glcic_complete.action").is_file()
-    assert (package / "glcic_client.py").read_bytes() == Path(client_module.__file__).read_bytes()
+    assert (package / "glcic_client.py").read_bytes() == Path(protocol.__file__).read_bytes()
     assert kritarc.read_text() == "[General]\nkeep=me\n\n[python]\nenable_glcic_complete=true\n"
     leftovers = [p.name for p in pykrita.iterdir() if p.name.startswith(".")]
     assert leftovers == []
@@ -326,7 +341,7 @@ class _ScriptedDaemon:
         port = self.socket.bind_to_random_port("tcp://127.0.0.1")
         self.connection_file = tmp_path / "daemon.json"
         document = {"host": "127.0.0.1", "port": port, "key": self.key.hex(), "pid": os.getpid(),
-                    "protocol": client_module.PROTOCOL_VERSION}  # fmt: skip
+                    "protocol": protocol.PROTOCOL_VERSION}  # fmt: skip
         self.connection_file.write_text(json.dumps(document))
         self.connection_file.chmod(0o600)
 
@@ -336,13 +351,13 @@ class _ScriptedDaemon:
         while time.monotonic() < deadline:
             if self.socket.poll(100):
                 identity, *frames = self.socket.recv_multipart()
-                header, _ = client_module.unpack(self.key, frames)
+                header, _ = protocol.unpack(self.key, frames)
                 if header.get("op") == op:
                     return identity, header
         raise AssertionError(f"no {op!r} message arrived")
 
     def reply(self, identity: bytes, header: dict, payload=()) -> None:
-        self.socket.send_multipart([identity, *client_module.pack(self.key, header, payload)])
+        self.socket.send_multipart([identity, *protocol.pack(self.key, header, payload)])
 
     def close(self) -> None:
         self.socket.close()
@@ -355,13 +370,13 @@ def _complete_in_thread(connection_file: Path, cancel):
     outcome: dict = {}
 
     def run() -> None:
-        with client_module.Client(connection_file, timeout=5) as client:
+        with protocol.Client(connection_file, timeout=5) as client:
             try:
                 outcome["result"] = client.complete(4, 4, bytes(64), bytes(16), cancel=cancel,
                                                     timeout=120)  # fmt: skip
-            except client_module.DaemonError as error:
+            except protocol.DaemonError as error:
                 outcome["code"] = error.code
-            except client_module.DaemonTimeout:
+            except protocol.DaemonTimeout:
                 outcome["code"] = "timeout"
 
     thread = threading.Thread(target=run, daemon=True)
@@ -373,7 +388,7 @@ def test_cancel_ends_the_wait_even_when_the_daemon_never_confirms(tmp_path, monk
     """A daemon that died or hangs mid-job must not hold the user's Cancel for the full timeout."""
     import threading
 
-    monkeypatch.setattr(client_module, "CANCEL_GRACE_SECONDS", 0.5)
+    monkeypatch.setattr(protocol, "CANCEL_GRACE_SECONDS", 0.5)
     daemon = _ScriptedDaemon(tmp_path)
     try:
         cancel = threading.Event()
@@ -382,7 +397,7 @@ def test_cancel_ends_the_wait_even_when_the_daemon_never_confirms(tmp_path, monk
         cancel.set()
         daemon.receive("cancel")  # and never answered
         thread.join(60)  # far below the request's 120 s timeout
-        assert not thread.is_alive() and outcome == {"code": client_module.CANCELLED}
+        assert not thread.is_alive() and outcome == {"code": protocol.CANCELLED}
     finally:
         daemon.close()
 
@@ -402,6 +417,6 @@ def test_a_result_that_crosses_the_cancel_is_discarded(tmp_path) -> None:
                   "height": 4, "model": "m", "seconds": 0.1}  # fmt: skip
         daemon.reply(identity, result, [bytes(64)])
         thread.join(60)
-        assert not thread.is_alive() and outcome == {"code": client_module.CANCELLED}
+        assert not thread.is_alive() and outcome == {"code": protocol.CANCELLED}
     finally:
         daemon.close()

@@ -15,8 +15,8 @@ from PIL import Image
 from glcic import complete, load_model
 from glcic.errors import InputError
 from glcic.precision import _cpu_choice, resolve_precision
+from glcic.training.cli import main as train_main
 from glcic.training.config import ConfigError, build_config
-from glcic.training.train import main as train_main
 
 
 @pytest.fixture(autouse=True)

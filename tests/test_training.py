@@ -18,10 +18,10 @@ from PIL import Image
 from glcic import load_model
 from glcic.networks import prepare_input
 from glcic.training.checkpoint import list_checkpoints, load_checkpoint, load_latest_checkpoint
+from glcic.training.cli import main
 from glcic.training.config import PRESETS, ConfigError, TrainConfig, build_config
 from glcic.training.data import EpochStream
 from glcic.training.holes import freeform_hole, rectangle_hole, sample_hole
-from glcic.training.train import main
 from glcic.training.trainer import Trainer, hole_mse
 
 TINY = ["--preset", "tiny-test"]
@@ -225,6 +225,45 @@ def test_existing_run_without_resume_is_refused(tmp_path: Path, data_dir: Path, 
     assert main(["--out", str(tmp_path / "fresh"), "--resume"]) == 2
 
 
+def test_run_and_export_subcommands_and_the_form_without_run(tmp_path, data_dir, capsys) -> None:
+    run = tmp_path / "run"
+    assert main(["run", "--data", str(data_dir), "--out", str(run), *TINY, "--stop-at", "2"]) == 0
+    assert main(["--out", str(run), "--resume", "--stop-at", "4"]) == 0  # no 'run': still trains
+    assert load_latest_checkpoint(run)["step"] == 4
+    assert main(["run", "--out", str(run), "--resume"]) == 0
+    assert load_latest_checkpoint(run)["step"] == 8
+    shipped = tmp_path / "model.safetensors"
+    assert main(["export", str(run), "--out", str(shipped)]) == 0
+    assert f"exported {run} as {shipped}" in capsys.readouterr().out
+    assert load_model(shipped).metadata.width == 0.0625
+    # A user error is one line and status 2 in either form.
+    for argv in (["run", "--out", str(tmp_path / "fresh"), "--resume"],
+                 ["--out", str(tmp_path / "fresh"), "--resume"]):  # fmt: skip
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("glcic-train: error: ") and "no checkpoint to resume from" in err
+        assert err.count("\n") == 1
+
+
+def test_command_line_lists_subcommands_and_refuses_bad_ones(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    usage = capsys.readouterr().out
+    assert "train a new run" in usage and "install a run's model" in usage
+    for argv, message in (
+        ([], "required: COMMAND"),
+        (["train"], "invalid choice: 'train'"),
+        (["run"], "glcic-train run: error: the following arguments are required: --out"),
+        (["--data", "x"], "glcic-train: error: the following arguments are required: --out"),
+        (["export", "RUN"], "one of the arguments --name --out is required"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2
+        assert message in capsys.readouterr().err
+
+
 def test_empty_folder_is_a_clear_error_before_training(tmp_path: Path, capsys) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -322,7 +361,7 @@ def test_sigterm_saves_a_checkpoint_and_resumes(tmp_path: Path, data_dir: Path) 
     args = ["--data", str(data_dir), "--out", str(run), *TINY, "--total-steps", "100000",
             "--checkpoint-every", "100000", "--sample-every", "100000"]  # fmt: skip
     process = subprocess.Popen(
-        [sys.executable, "-m", "glcic.training.train", *args],
+        [sys.executable, "-m", "glcic.training.cli", *args],
         stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     for line in process.stderr:  # wait until it is really training
@@ -343,7 +382,7 @@ def test_two_process_ddp_with_torchrun(tmp_path: Path, data_dir: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-        "-m", "glcic.training.train", "--data", str(data_dir), "--out", str(run), *TINY,
+        "-m", "glcic.training.cli", "--data", str(data_dir), "--out", str(run), *TINY,
     ]  # fmt: skip
     # Own process group, so a hang cannot leave worker processes behind.
     process = subprocess.Popen(
@@ -410,7 +449,7 @@ def test_sigterm_to_the_process_group_with_loader_workers_still_checkpoints(
             "--total-steps", "100000", "--checkpoint-every", "100000",
             "--sample-every", "100000"]  # fmt: skip
     process = subprocess.Popen(
-        [sys.executable, "-m", "glcic.training.train", *args],
+        [sys.executable, "-m", "glcic.training.cli", *args],
         stderr=subprocess.PIPE, text=True, start_new_session=True,
     )  # fmt: skip
     seen = []

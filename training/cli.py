@@ -1,10 +1,15 @@
 """`glcic-train`: train a completion model on folders of images, resume it, export it.
 
-glcic-train --data DIR [DIR ...] --out RUN_DIR [--config FILE.toml] [--preset NAME]
-            [--init MODEL] [--resume] [--export NAME] [--FIELD VALUE ...]
+glcic-train run --data DIR [DIR ...] --out RUN_DIR [--config FILE.toml] [--preset NAME]
+                [--init MODEL] [--resume] [--export NAME] [--FIELD VALUE ...]
 glcic-train export RUN_DIR (--name NAME | --out FILE) [--float16] [--terms TEXT] [--notes TEXT]
-                  [--context-shift F]
-torchrun --nproc-per-node N -m glcic.training.train ...   (several GPUs or machines)
+                   [--context-shift F]
+torchrun --nproc-per-node N -m glcic.training.cli run ...   (several GPUs or machines)
+
+The word `run` may be left out (`glcic-train --data DIR --out RUN_DIR`, `glcic-train --out
+RUN_DIR --resume`): that was the command's form before it had subcommands, and recipes, scripts
+and the notes of runs in progress still use it. Such a command line is parsed by the same
+options under the plain name `glcic-train`, so its messages are what they always were.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from glcic.cli_support import run_command
 from glcic.errors import GlcicError
 from glcic.model_file import load_model
 from glcic.training.checkpoint import CheckpointError, list_checkpoints, load_latest_checkpoint
@@ -36,14 +42,48 @@ from glcic.training.trainer import Distributed, Trainer, distributed_from_env
 
 log = logging.getLogger("glcic.training")
 
+PROG = "glcic-train"
+RUN_DESCRIPTION = "Train the completion network and its discriminators in the paper's three phases."
+EXPORT_DESCRIPTION = "Write a run's completion network into the daemon's model directory."
 
-def _train_parser() -> argparse.ArgumentParser:
-    presets = "; ".join(f"{name}: {preset.description}" for name, preset in PRESETS.items())
+
+def build_parser() -> argparse.ArgumentParser:
+    """`glcic-train COMMAND ...`: the subcommands `run` and `export`."""
     parser = argparse.ArgumentParser(
-        prog="glcic-train",
-        description="Train the completion network and its discriminators in the paper's three "
-        "phases. 'glcic-train export RUN_DIR --name NAME' installs a run's model for the daemon.",
+        prog=PROG,
+        description="Train the completion network, or export a run's model for the daemon. "
+        "The run options may also be given without the word 'run' (the command's older form).",
     )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    runner = commands.add_parser(
+        "run", help="train a new run, or continue one with --resume", description=RUN_DESCRIPTION
+    )
+    _add_run_arguments(runner)
+    runner.set_defaults(handler=_train)
+    exporter = commands.add_parser(
+        "export",
+        help="install a run's model for the daemon, or write it to a file",
+        description=EXPORT_DESCRIPTION,
+    )
+    _add_export_arguments(exporter)
+    exporter.set_defaults(handler=_export)
+    return parser
+
+
+def _old_form_parser() -> argparse.ArgumentParser:
+    """`glcic-train --data ... --out ...`: the run options without the word `run`."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description=RUN_DESCRIPTION + " 'glcic-train export RUN_DIR --name NAME' installs a "
+        "run's model for the daemon.",
+    )
+    _add_run_arguments(parser)
+    parser.set_defaults(handler=_train)
+    return parser
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    presets = "; ".join(f"{name}: {preset.description}" for name, preset in PRESETS.items())
     parser.add_argument("--data", type=Path, nargs="+", help="image folders (searched recursively)")
     parser.add_argument("--out", type=Path, required=True, help="run directory")
     parser.add_argument(
@@ -59,14 +99,9 @@ def _train_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     add_config_flags(parser)
-    return parser
 
 
-def _export_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="glcic-train export",
-        description="Write a run's completion network into the daemon's model directory.",
-    )
+def _add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", type=Path)
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--name", help="install as NAME in the daemon's model directory")
@@ -85,7 +120,6 @@ def _export_parser() -> argparse.ArgumentParser:
         "before the network runs (default 0: colours as they are); to choose it, export a few "
         "values and compare them with glcic-eval on photos the run trained on",
     )
-    return parser
 
 
 def _fraction(text: str) -> float:
@@ -99,8 +133,7 @@ def _fraction(text: str) -> float:
     return value
 
 
-def _export(argv: Sequence[str]) -> int:
-    args = _export_parser().parse_args(argv)
+def _export(args: argparse.Namespace) -> int:
     path = export_run(
         args.run_dir,
         args.name,
@@ -136,8 +169,7 @@ def _check_resumable(saved: TrainConfig, wanted: TrainConfig, state: dict, world
         )
 
 
-def _train(argv: Sequence[str]) -> int:
-    args = _train_parser().parse_args(argv)
+def _train(args: argparse.Namespace) -> int:
     distributed = distributed_from_env()
     setup_logging(args.out, enabled=distributed.is_main)
     if distributed.world > 1 and not dist.is_initialized():
@@ -201,18 +233,17 @@ def _train_in_group(args: argparse.Namespace, distributed: Distributed) -> int:
     return status
 
 
+def _is_old_form(argv: Sequence[str]) -> bool:
+    """Whether the command line starts with a run option rather than a subcommand (or --help)."""
+    return bool(argv) and argv[0].startswith("-") and argv[0] not in ("-h", "--help")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """The `glcic-train` command; returns the exit status (0, 2 for user errors, 130 on Ctrl-C)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        if argv[:1] == ["export"]:
-            return _export(argv[1:])
-        return _train(argv)
-    except GlcicError as error:
-        print(f"glcic-train: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("glcic-train: interrupted", file=sys.stderr)
-        return 130
+    parser = _old_form_parser() if _is_old_form(argv) else build_parser()
+    args = parser.parse_args(argv)
+    return run_command(PROG, lambda: args.handler(args))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The glcic daemon's protocol and its thin client.
+"""The glcic daemon's wire protocol and its thin client.
 
 This one module is all a program needs to talk to `glcic-daemon`: the plugins copy it into Krita's
 and GIMP's own Python, which have no numpy and no torch, so it uses only the standard library,
@@ -21,13 +21,14 @@ import os
 import stat
 import struct
 import sys
+import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgpack
 import zmq
@@ -70,8 +71,7 @@ class ClientError(Exception):
     """Base of everything this client raises; the message is meant for the user."""
 
 
-class DaemonNotRunning(ClientError):
-    pass
+class DaemonNotRunning(ClientError): ...
 
 
 #: The whole story when no daemon runs (no connection file); other `DaemonNotRunning` messages
@@ -79,12 +79,10 @@ class DaemonNotRunning(ClientError):
 NOT_RUNNING = "the glcic daemon is not running (start it with: glcic-daemon start)"
 
 
-class DaemonTimeout(ClientError):
-    pass
+class DaemonTimeout(ClientError): ...
 
 
-class ProtocolMismatch(ClientError):
-    pass
+class ProtocolMismatch(ClientError): ...
 
 
 class DaemonError(ClientError):
@@ -96,8 +94,6 @@ class DaemonError(ClientError):
 
 
 # -- framing and signing ---------------------------------------------------------------------
-
-
 def sign(key: bytes, frames: Sequence[bytes]) -> bytes:
     """HMAC-SHA256 over the frames, each preceded by its 8-byte length."""
     mac = hmac.new(key, digestmod=hashlib.sha256)
@@ -109,24 +105,15 @@ def sign(key: bytes, frames: Sequence[bytes]) -> bytes:
 
 def pack(key: bytes, header: dict[str, Any], payload: Sequence[bytes] = ()) -> list[bytes]:
     """[signature, header, payload...] ready for `send_multipart`."""
-    encoded = msgpack.packb(header, use_bin_type=True)
-    frames = [encoded, *payload]
+    frames = [msgpack.packb(header, use_bin_type=True), *payload]
     return [sign(key, frames), *frames]
-
-
-def _buffer(frame: Any) -> Any:
-    return frame.buffer if isinstance(frame, zmq.Frame) else frame
 
 
 #: A header is a small map of scalars: refuse anything that could make unpacking expensive.
 _HEADER_LIMITS = {
-    "strict_map_key": True,
-    "max_bin_len": 0,
-    "max_str_len": 1 << 16,
-    "max_array_len": 1 << 10,
-    "max_map_len": 1 << 8,
-    "max_ext_len": 0,
-}
+    "strict_map_key": True, "max_bin_len": 0, "max_str_len": 1 << 16, "max_array_len": 1 << 10,
+    "max_map_len": 1 << 8, "max_ext_len": 0,
+}  # fmt: skip
 
 
 def unpack(key: bytes, frames: Sequence[Any]) -> tuple[dict[str, Any], list[Any]]:
@@ -135,8 +122,8 @@ def unpack(key: bytes, frames: Sequence[Any]) -> tuple[dict[str, Any], list[Any]
     payload frames come back as bytes or memoryviews, uncopied."""
     if len(frames) < 2:
         raise ValueError("a message needs a signature and a header")
-    signature = bytes(_buffer(frames[0]))
-    rest = [_buffer(f) for f in frames[1:]]
+    buffers = [f.buffer if isinstance(f, zmq.Frame) else f for f in frames]  # no copies
+    signature, rest = bytes(buffers[0]), buffers[1:]
     if not hmac.compare_digest(signature, sign(key, rest)):
         raise PermissionError("missing or wrong signature")
     header = msgpack.unpackb(rest[0], raw=False, **_HEADER_LIMITS)
@@ -146,8 +133,6 @@ def unpack(key: bytes, frames: Sequence[Any]) -> tuple[dict[str, Any], list[Any]
 
 
 # -- where the daemon is ---------------------------------------------------------------------
-
-
 def default_runtime_dir() -> Path:
     """Where the daemon puts its connection file: GLCIC_HOME/run when that is set, else a
     per-user runtime folder. The daemon and every plugin compute it with this one function
@@ -165,8 +150,6 @@ def default_runtime_dir() -> Path:
     for candidate in (os.environ.get("XDG_RUNTIME_DIR", ""), f"/run/user/{uid}"):
         if candidate and _is_private_dir(candidate, uid):
             return Path(candidate) / APP_NAME
-    import tempfile
-
     return Path(tempfile.gettempdir()) / f"runtime-{uid}" / APP_NAME
 
 
@@ -217,12 +200,9 @@ def read_connection_file(path: Path | None = None) -> Connection:
         _check_private(path)
         document = json.loads(path.read_text(encoding="utf-8"))
         return Connection(
-            host=str(document["host"]),
-            port=int(document["port"]),
-            key=bytes.fromhex(document["key"]),
-            pid=int(document["pid"]),
-            protocol=int(document["protocol"]),
-        )
+            host=str(document["host"]), port=int(document["port"]), pid=int(document["pid"]),
+            key=bytes.fromhex(document["key"]), protocol=int(document["protocol"]),
+        )  # fmt: skip
     except FileNotFoundError:
         raise DaemonNotRunning(NOT_RUNNING) from None
     except (OSError, ValueError, KeyError, TypeError, OverflowError) as error:
@@ -233,12 +213,8 @@ def read_connection_file(path: Path | None = None) -> Connection:
 
 
 # -- what to send ---------------------------------------------------------------------------
-
-
 def context_box(
-    box: tuple[int, int, int, int],
-    image_size: tuple[int, int],
-    max_hole_side: int,
+    box: tuple[int, int, int, int], image_size: tuple[int, int], max_hole_side: int
 ) -> tuple[int, int, int, int]:
     """The part of an image to send for a selection inside `box` = (x0, y0, x1, y1).
 
@@ -275,8 +251,6 @@ def _crop_span(start: int, end: int, limit: int, context: int) -> tuple[int, int
 
 
 # -- the client ------------------------------------------------------------------------------
-
-
 @dataclass(frozen=True)
 class CompletionResult:
     """The changed rectangle of the image, as RGBA8 rows, and where it goes."""
@@ -290,19 +264,13 @@ class CompletionResult:
     seconds: float
 
 
-if TYPE_CHECKING:  # annotations only: hosts may embed Python 3.8, where this fails at runtime
-    ProgressCallback = Callable[[str, float], None]
-
-
 class Client:
     """A connection to the running daemon. One thread at a time per Client."""
 
     def __init__(
-        self,
-        connection_file: Path | None = None,
-        timeout: float = 10.0,
+        self, connection_file: Path | None = None, timeout: float = 10.0,
         context: zmq.Context | None = None,
-    ) -> None:
+    ) -> None:  # fmt: skip
         self.connection = read_connection_file(connection_file)
         if self.connection.protocol != PROTOCOL_VERSION:
             raise ProtocolMismatch(
@@ -315,8 +283,7 @@ class Client:
         self._open()
 
     def _open(self) -> None:
-        if self.socket is not None:
-            self.socket.close(linger=0)
+        self.close()
         self.socket = self.context.socket(zmq.DEALER)
         self.socket.setsockopt(zmq.LINGER, 0)
         if ":" in self.connection.host:
@@ -341,7 +308,6 @@ class Client:
         self.close()
 
     # -- plumbing --
-
     def _send(self, op: str, fields: dict[str, Any], payload: Sequence[bytes] = ()) -> str:
         request_id = uuid.uuid4().hex
         header = {"v": PROTOCOL_VERSION, "id": request_id, "op": op, **fields}
@@ -381,20 +347,18 @@ class Client:
     def request(self, op: str, timeout: float | None = None, **fields: Any) -> dict[str, Any]:
         """A simple request with one reply; idempotent ones are retried once on a new socket."""
         limit = self.timeout if timeout is None else timeout
-        attempts = 2 if op in IDEMPOTENT else 1
-        for attempt in range(attempts):
+        retries = 1 if op in IDEMPOTENT else 0
+        while True:
             request_id = self._send(op, fields)
             try:
-                header, _ = self._receive(request_id, time.monotonic() + limit, limit)
-                return header
+                return self._receive(request_id, time.monotonic() + limit, limit)[0]
             except DaemonTimeout:
-                if attempt + 1 == attempts:
+                if not retries:
                     raise
+                retries -= 1
                 self._open()  # a fresh socket drops whatever the old one had queued
-        raise AssertionError("unreachable")
 
     # -- operations --
-
     def ping(self) -> dict[str, Any]:
         return self.request("ping")
 
@@ -411,11 +375,9 @@ class Client:
             if entry["name"] == model or (model is None and entry["default"]):
                 metadata = entry.get("metadata") or {}
                 return int(metadata.get("hole_size_range", (96, 128))[1])
-        if model is None:
-            raise DaemonError(
-                NO_MODEL, "the daemon has no default model (see: glcic-daemon models)"
-            )
-        raise DaemonError(UNKNOWN_MODEL, f"the daemon has no model named {model!r}")
+        if model is not None:
+            raise DaemonError(UNKNOWN_MODEL, f"the daemon has no model named {model!r}")
+        raise DaemonError(NO_MODEL, "the daemon has no default model (see: glcic-daemon models)")
 
     def reload(self) -> dict[str, Any]:
         return self.request("reload", timeout=max(self.timeout, 60.0))
@@ -427,18 +389,11 @@ class Client:
         return self.request("cancel", target=request_id)
 
     def complete(
-        self,
-        width: int,
-        height: int,
-        rgba: bytes,
-        mask: bytes,
-        model: str | None = None,
-        blend: str = "poisson",
-        progress: ProgressCallback | None = None,
-        cancel: threading.Event | None = None,
-        timeout: float = 600.0,
+        self, width: int, height: int, rgba: bytes, mask: bytes, model: str | None = None,
+        blend: str = "poisson", progress: Callable[[str, float], None] | None = None,
+        cancel: threading.Event | None = None, timeout: float = 600.0,
         keepalive: float | None = KEEPALIVE_SECONDS,
-    ) -> CompletionResult:
+    ) -> CompletionResult:  # fmt: skip
         """Fill `mask` (8-bit, 255 = fill) in an RGBA8 image; returns the changed rectangle.
 
         `progress(stage, fraction)` is called as the daemon reports; setting `cancel` asks the
@@ -488,12 +443,8 @@ class Client:
                 if cancel is not None and cancel.is_set():
                     raise cancelled
                 return CompletionResult(
-                    x=int(header["x"]),
-                    y=int(header["y"]),
-                    width=int(header["width"]),
-                    height=int(header["height"]),
-                    rgba=payload[0],
-                    model=str(header.get("model", "")),
-                    seconds=float(header.get("seconds", 0.0)),
-                )
+                    x=int(header["x"]), y=int(header["y"]),
+                    width=int(header["width"]), height=int(header["height"]), rgba=payload[0],
+                    model=str(header.get("model", "")), seconds=float(header.get("seconds", 0.0)),
+                )  # fmt: skip
             raise ClientError(f"unexpected reply from the daemon: {kind!r}")
