@@ -1,7 +1,8 @@
 """The `glcic` command: complete an image, import official weights, inspect a model file.
 
 Every error meant for the user is a `GlcicError`: it is printed as one line on stderr and the
-command exits with status 2. Interrupting with Ctrl-C exits with 130 and no traceback.
+command exits with status 2. Interrupting with Ctrl-C exits with 130 and no traceback (both through
+`glcic.cli_support.run_command`, shared by every glcic command).
 """
 
 from __future__ import annotations
@@ -12,11 +13,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from glcic.cli_support import run_command
 from glcic.errors import GlcicError
 from glcic.precision import PRECISIONS
-
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
 
 
 def _complete(args: argparse.Namespace) -> int:
@@ -81,9 +80,11 @@ def _import_t7(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from glcic.model_file import read_model_metadata
+    from glcic.model_file import load_model
 
-    meta = read_model_metadata(args.model)
+    # Validated as completion would load it (layout, shapes, dtypes, finite values), so a file
+    # that `info` describes is a file that runs.
+    meta = load_model(args.model).metadata
     document = meta.to_json()
     document["file"] = str(args.model)
     document["size_bytes"] = Path(args.model).stat().st_size
@@ -143,14 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        return int(args.handler(args))
-    except GlcicError as error:
-        print(f"glcic: error: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("glcic: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    return run_command("glcic", lambda: args.handler(args))
 
 
 if __name__ == "__main__":

@@ -20,19 +20,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save_file
 
 from glcic.atomic import atomic_write_with
 from glcic.errors import ModelFileError
 from glcic.networks import PLACES2_MEAN, CompletionNetwork, FusedCompletionNetwork
 from glcic.precision import FLOAT32, Precision, resolve_precision
+from glcic.tensor_file import open_tensor_file
 
 FORMAT_VERSION = 1
 ARCHITECTURE = "glcic-completion-v1"
 METADATA_KEY = "glcic"
 MODEL_SUFFIX = ".safetensors"
+#: The largest training image or hole side a model file may claim, in pixels.
+MAX_IMAGE_SIDE = 8192
 
 _STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
@@ -90,27 +91,34 @@ class ModelMetadata:
         if not (isinstance(mean, list) and len(mean) == 3):
             raise ValueError("mean must be a list of three numbers")
         mean_values = tuple(_number(value, "mean") for value in mean)
+        if not all(0.0 <= value <= 1.0 for value in mean_values):
+            raise ValueError(f"mean {list(mean_values)} is outside [0, 1] (colours are 0 to 1)")
         size = document.get("train_image_size")
-        if not (isinstance(size, int) and size > 0):
-            raise ValueError("train_image_size must be a positive integer")
+        if not (_is_int(size) and 0 < size <= MAX_IMAGE_SIDE):
+            raise ValueError(f"train_image_size must be an integer from 1 to {MAX_IMAGE_SIDE}")
         holes = document.get("hole_size_range")
         if not (
             isinstance(holes, list)
             and len(holes) == 2
-            and all(isinstance(value, int) and value > 0 for value in holes)
+            and all(_is_int(value) and 0 < value <= MAX_IMAGE_SIDE for value in holes)
             and holes[0] <= holes[1]
         ):
-            raise ValueError("hole_size_range must be [min, max] positive integers, min <= max")
+            raise ValueError(
+                f"hole_size_range must be [min, max], integers from 1 to {MAX_IMAGE_SIDE} "
+                "with min <= max"
+            )
         context_shift = _number(document.get("context_shift", 0.0), "context_shift")
+        if not 0.0 <= context_shift <= 1.0:
+            raise ValueError(f"context_shift {context_shift} is outside [0, 1]")
         provenance_doc = document.get("provenance", {})
         if not isinstance(provenance_doc, dict):
             raise ValueError("provenance must be an object")
         steps = provenance_doc.get("steps", {})
         if not (
             isinstance(steps, dict)
-            and all(isinstance(k, str) and isinstance(v, int) for k, v in steps.items())
+            and all(isinstance(k, str) and _is_int(v) and v >= 0 for k, v in steps.items())
         ):
-            raise ValueError("provenance.steps must map phase names to integers")
+            raise ValueError("provenance.steps must map phase names to step counts (>= 0)")
         provenance = Provenance(
             source=str(provenance_doc.get("source", "")),
             data=str(provenance_doc.get("data", "")),
@@ -130,6 +138,11 @@ class ModelMetadata:
             notes=str(document.get("notes", "")),
             extra=extra,
         )
+
+
+def _is_int(value: Any) -> bool:
+    """A JSON integer (JSON's true and false parse as Python bools, which are ints)."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _number(value: Any, name: str) -> float:
@@ -226,9 +239,8 @@ def save_model(
 
 def read_model_metadata(path: str | os.PathLike[str]) -> ModelMetadata:
     """Read only the header: cheap, for listing models without loading weights."""
-    path = Path(path)
-    header, _ = _read_file(path, header_only=True)
-    return _parse_header(path, header.get("__metadata__"))
+    file = open_tensor_file(path)
+    return _parse_header(file.path, file.metadata)
 
 
 def load_model(
@@ -241,18 +253,19 @@ def load_model(
     `precision` (auto, float32, bfloat16) is resolved for completion on `device` and kept on
     the model for the pipeline (`glcic.precision.resolve_precision`).
 
-    The file is read into memory first rather than memory-mapped: a file overwritten in place
-    while it loads (a plain copy over it) then gives a clear error instead of a SIGBUS that
-    would kill the process, and the daemon keeps serving the previous version.
+    Everything the header says is checked before a tensor byte is read (`glcic.tensor_file`),
+    and the tensors become the network's weights without another copy: the network is built
+    on the meta device and takes the loaded tensors as they are. Loading a model of N bytes
+    holds about N bytes (twice that for float16 files, which are widened to float32).
     """
-    path = Path(path)
-    header, data = _read_file(path)
-    metadata = _parse_header(path, header.get("__metadata__"))
-    network = CompletionNetwork(metadata.width)
+    file = open_tensor_file(path)
+    path = file.path
+    metadata = _parse_header(path, file.metadata)
+    with torch.device("meta"):
+        network = CompletionNetwork(metadata.width)
     expected = network.state_dict()
-    found = {name for name in header if name != "__metadata__"}
-    missing = sorted(set(expected) - found)
-    unexpected = sorted(found - set(expected))
+    missing = sorted(set(expected) - set(file.tensors))
+    unexpected = sorted(set(file.tensors) - set(expected))
     if missing:
         raise ModelFileError(f"{path}: tensor {missing[0]!r} is missing ({len(missing)} in all)")
     if unexpected:
@@ -260,92 +273,50 @@ def load_model(
             f"{path}: unexpected tensor {unexpected[0]!r} for a width-{metadata.width} network"
         )
     for name, reference in expected.items():
-        shape = tuple(header[name].get("shape", ())) if isinstance(header[name], dict) else None
-        if shape != tuple(reference.shape):
+        entry = file.tensors[name]
+        if entry.shape != tuple(reference.shape):
             raise ModelFileError(
-                f"{path}: tensor {name!r} has shape {shape}, expected "
+                f"{path}: tensor {name!r} has shape {entry.shape}, expected "
                 f"{tuple(reference.shape)} for a width-{metadata.width} network"
             )
-    try:
-        tensors = load_safetensors_bytes(data)
-    except SafetensorError as error:
-        raise ModelFileError(f"{path}: the tensors cannot be read ({error})") from None
-    state: dict[str, torch.Tensor] = {}
-    for name, reference in expected.items():
-        tensor = tensors[name]
         allowed = (
             {torch.float32, torch.float16} if reference.is_floating_point() else {reference.dtype}
         )
-        if tensor.dtype not in allowed:
+        if entry.torch_dtype not in allowed:
             raise ModelFileError(
-                f"{path}: tensor {name!r} is stored as {tensor.dtype}, expected {reference.dtype}"
+                f"{path}: tensor {name!r} is stored as {entry.torch_dtype or entry.dtype}, "
+                f"expected {reference.dtype}"
             )
+    state = file.read_many(list(expected))
+    for name, reference in expected.items():
+        tensor = state[name]
         if reference.is_floating_point():
-            tensor = tensor.to(torch.float32)
+            tensor = state[name] = tensor.to(torch.float32)
             if not torch.isfinite(tensor).all():
                 raise ModelFileError(f"{path}: tensor {name!r} holds NaN or infinite values")
             if name.endswith("running_var") and (tensor < 0).any():
                 raise ModelFileError(f"{path}: tensor {name!r} holds negative variances")
-        state[name] = tensor
-    network.load_state_dict(state)
+    network.load_state_dict(state, assign=True)
     network.eval()
     network.to(device)
     chosen = resolve_precision(precision, torch.device(device), "completion")
     return CompletionModel(network, metadata, chosen)
 
 
-def _read_file(path: Path, header_only: bool = False) -> tuple[dict[str, Any], bytes]:
-    """The safetensors JSON header and (unless header_only) the whole file's bytes."""
-    if not path.exists():
-        raise ModelFileError(f"{path}: no such model file")
-    if not path.is_file():
-        raise ModelFileError(f"{path}: not a file")
-    try:
-        with open(path, "rb") as handle:
-            prefix = handle.read(8)
-            if len(prefix) < 8:
-                raise ModelFileError(f"{path}: file is empty or truncated ({len(prefix)} bytes)")
-            length = int.from_bytes(prefix, "little")
-            first = handle.read(1)
-            if length == 0 or length > _MAX_HEADER_BYTES or first != b"{":
-                raise ModelFileError(
-                    f"{path}: not a glcic model file (not in safetensors format; a PyTorch "
-                    ".pt/.pth or Torch7 .t7 file must be converted first, e.g. with "
-                    "'glcic import-t7')"
-                )
-            text = first + handle.read(length - 1)
-            if len(text) < length:
-                raise ModelFileError(f"{path}: the file is truncated (it ends inside its header)")
-            rest = b"" if header_only else handle.read()
-    except OSError as error:
-        raise ModelFileError(f"{path}: cannot be read: {error.strerror or error}") from None
-    try:
-        header = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
-        raise ModelFileError(f"{path}: not a readable safetensors file (bad header)") from None
-    if not isinstance(header, dict):
-        raise ModelFileError(f"{path}: not a readable safetensors file (bad header)")
-    if not header_only:
-        ends = [
-            entry.get("data_offsets", [0, 0])[1]
-            for name, entry in header.items()
-            if name != "__metadata__" and isinstance(entry, dict)
-        ]
-        if len(rest) < max(ends, default=0):
-            raise ModelFileError(
-                f"{path}: the file is truncated (its header promises more data than it holds)"
-            )
-    return header, prefix + text + rest
-
-
-#: A glcic header is a few kilobytes; a larger claim means the file is something else.
-_MAX_HEADER_BYTES = 16 * 1024 * 1024
-
-
-def _parse_header(path: Path, header: dict[str, str] | None) -> ModelMetadata:
+def _parse_header(path: Path, header: Any) -> ModelMetadata:
+    """Validate the safetensors `__metadata__` (any JSON value, as found) and our document."""
+    if header is not None and not isinstance(header, dict):
+        raise ModelFileError(
+            f"{path}: the safetensors metadata is a {_json_type(header)}, not an object of strings"
+        )
     if not header or METADATA_KEY not in header:
         raise ModelFileError(
             f"{path}: a safetensors file, but not a glcic model (no '{METADATA_KEY}' metadata)"
+        )
+    if not isinstance(header[METADATA_KEY], str):
+        raise ModelFileError(
+            f"{path}: the '{METADATA_KEY}' metadata is a {_json_type(header[METADATA_KEY])}, "
+            "not a string holding a JSON document"
         )
     try:
         document = json.loads(header[METADATA_KEY])
@@ -356,8 +327,12 @@ def _parse_header(path: Path, header: dict[str, str] | None) -> ModelMetadata:
     if not isinstance(document, dict):
         raise ModelFileError(f"{path}: the glcic metadata is not a JSON object")
     version = document.get("format_version")
-    if not isinstance(version, int):
+    if version is None:
         raise ModelFileError(f"{path}: the glcic metadata has no format version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ModelFileError(
+            f"{path}: the format version is a {_json_type(version)}, not an integer"
+        )
     if version > FORMAT_VERSION:
         raise ModelFileError(
             f"{path}: model format version {version} is newer than this glcic understands "
@@ -376,3 +351,14 @@ def _parse_header(path: Path, header: dict[str, str] | None) -> ModelMetadata:
         return ModelMetadata.from_json(document.get("metadata"))
     except ValueError as error:
         raise ModelFileError(f"{path}: bad metadata: {error}") from None
+
+
+def _json_type(value: Any) -> str:
+    """The JSON name of a parsed value's type, for messages about a wrong one."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    return {str: "string", list: "list", dict: "object"}.get(type(value), type(value).__name__)

@@ -127,6 +127,27 @@ def test_info_prints_metadata(tiny_model_file) -> None:
     assert json.loads(result.stdout)["width"] == 0.125
 
 
+def test_info_validates_the_file_as_loading_does(tmp_path, tiny_model_file) -> None:
+    """`info` used to describe broken files and exit 0; now it refuses what loading refuses."""
+    data = tiny_model_file.read_bytes()
+    header_end = 8 + int.from_bytes(data[:8], "little")
+    entry = json.loads(data[8:header_end])["layers.0.bias"]
+    assert entry["dtype"] == "F32"
+    start = header_end + entry["data_offsets"][0]
+    broken = {
+        "truncated": data[:-10],
+        "trailing": data + b"extra",
+        "nan": data[:start] + np.float32("nan").tobytes() + data[start + 4 :],
+    }
+    for name, content in broken.items():
+        path = tmp_path / f"{name}.safetensors"
+        path.write_bytes(content)
+        result = run_glcic("info", str(path))
+        assert result.returncode == 2, (name, result.stderr)
+        assert result.stderr.count("\n") == 1 and str(path) in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+
+
 def test_real_photo_with_irregular_mask(tmp_path, tiny_model_file) -> None:
     photo = shared_data("dev/bsds500-val")
     masks = shared_data("masks/nvidia-irregular")

@@ -167,9 +167,33 @@ def _case_context_shift_not_a_number(tensors, header):
     return tensors, header, "bad metadata: context_shift must be a finite number"
 
 
+def _case_absurd_mean(tensors, header):
+    header["metadata"]["mean"] = [1e300, -1e300, 0]
+    return tensors, header, "bad metadata: mean [1e+300, -1e+300, 0.0] is outside [0, 1]"
+
+
+def _case_boolean_version(tensors, header):
+    header["format_version"] = True
+    return tensors, header, "the format version is a boolean, not an integer"
+
+
+def _case_huge_train_size(tensors, header):
+    header["metadata"]["train_image_size"] = 10**12
+    return tensors, header, "bad metadata: train_image_size must be an integer from 1 to 8192"
+
+
+def _case_negative_steps(tensors, header):
+    header["metadata"]["provenance"]["steps"] = {"joint": -5}
+    return tensors, header, "bad metadata: provenance.steps must map phase names to step counts"
+
+
 @pytest.mark.parametrize(
     "case",
     [
+        _case_absurd_mean,
+        _case_boolean_version,
+        _case_huge_train_size,
+        _case_negative_steps,
         _case_newer_version,
         _case_architecture,
         _case_shape,
@@ -245,6 +269,128 @@ def test_torch_pickle_is_refused_without_unpickling(tmp_path: Path, model) -> No
     torch.save(model.network.state_dict(), path)
     with pytest.raises(ModelFileError, match="not in safetensors format"):
         load_model(path)
+
+
+@pytest.mark.parametrize(
+    ("metadata", "message"),
+    [
+        ('{"glcic": {"format_version": 1}}', "'glcic' metadata is a object, not a string"),
+        ('"glcic"', "safetensors metadata is a string, not an object"),
+        ("5", "safetensors metadata is a number, not an object"),
+    ],
+)
+def test_metadata_of_the_wrong_json_type_is_named(tmp_path: Path, metadata, message) -> None:
+    """safetensors' writer only stores strings, so a crafted header is written by hand."""
+    header = json.dumps(
+        {"__metadata__": "PLACEHOLDER", "w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}
+    ).replace('"PLACEHOLDER"', metadata)
+    path = tmp_path / "typed.safetensors"
+    raw = header.encode()
+    path.write_bytes(len(raw).to_bytes(8, "little") + raw + bytes(4))
+    for read in (load_model, read_model_metadata):
+        with pytest.raises(ModelFileError) as error:
+            read(path)
+        assert message in str(error.value)
+        assert str(path) in str(error.value)
+
+
+def _write_raw(path: Path, entries: dict, data: bytes) -> None:
+    raw = json.dumps(entries).encode()
+    path.write_bytes(len(raw).to_bytes(8, "little") + raw + data)
+
+
+@pytest.mark.parametrize(
+    ("entries", "data", "message"),
+    [
+        (
+            {
+                "a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+                "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]},
+            },
+            bytes(12),
+            "tensors 'a' and 'b' overlap",
+        ),
+        (
+            {"a": {"dtype": "F32", "shape": [2**40, 2**40], "data_offsets": [0, 8]}},
+            bytes(8),
+            "needs 4835703278458516698824704 bytes, its offsets give 8",
+        ),
+        (
+            {"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 2**62]}},
+            bytes(8),
+            "needs 8 bytes, its offsets give 4611686018427387904",
+        ),
+        (
+            {"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}},
+            bytes(9),
+            "1 bytes of unexpected data after the last tensor",
+        ),
+        (
+            {"a": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}},
+            bytes(12),
+            "unused bytes before tensor 'a'",
+        ),
+        (
+            {"a": {"dtype": "Q4", "shape": [2], "data_offsets": [0, 8]}},
+            bytes(8),
+            "tensor 'a' has unknown dtype 'Q4'",
+        ),
+        (
+            {"a": {"dtype": "F32", "shape": [-2], "data_offsets": [0, 8]}},
+            bytes(8),
+            "tensor 'a' has an invalid shape",
+        ),
+    ],
+)
+def test_impossible_layouts_are_refused_before_reading(
+    tmp_path: Path, entries, data, message
+) -> None:
+    path = tmp_path / "layout.safetensors"
+    _write_raw(path, entries, data)
+    with pytest.raises(ModelFileError) as error:
+        read_model_metadata(path)
+    assert message in str(error.value)
+
+
+def test_a_huge_tail_is_refused_from_the_size_alone(tmp_path: Path, model, monkeypatch) -> None:
+    """A valid model followed by a sparse 3 GiB tail: refused before any tensor is read, so
+    loading it costs neither the memory nor the time of the tail (it once took 6.5 GB)."""
+    from glcic.tensor_file import TensorFile
+
+    path = tmp_path / "tail.safetensors"
+    save_model(model, path)
+    size = path.stat().st_size
+    os.truncate(path, size + 3 * 2**30)
+
+    def must_not_read(*args, **kwargs):
+        raise AssertionError("tensors were read from a file whose size is wrong")
+
+    monkeypatch.setattr(TensorFile, "read_many", must_not_read)
+    with pytest.raises(ModelFileError, match=f"{3 * 2**30} bytes of unexpected data"):
+        load_model(path)
+
+
+def test_a_header_too_large_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "big-header.safetensors"
+    path.write_bytes((100 * 2**20).to_bytes(8, "little") + b"{" + bytes(16))
+    with pytest.raises(ModelFileError, match="header claims 100 MB, more than the 16 MB"):
+        load_model(path)
+
+
+def test_a_file_that_shrinks_while_loading_gives_a_clear_error(
+    tmp_path: Path, model, monkeypatch
+) -> None:
+    """The tensors are read, not mapped: a file cut short under the reader is an error, not
+    a SIGBUS that would kill the daemon."""
+    from glcic import tensor_file
+
+    path = tmp_path / "m.safetensors"
+    save_model(model, path)
+    opened = tensor_file.open_tensor_file(path)
+    os.truncate(path, opened.data_start + 100)
+    monkeypatch.setattr(tensor_file, "open_tensor_file", lambda _: opened)
+    with pytest.raises(ModelFileError, match="changed or shrank while it was read"):
+        opened.read_many(list(opened.tensors))
 
 
 def test_truncated_file_is_reported_as_truncated(tmp_path: Path, model) -> None:
