@@ -21,8 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from daemon_support import Daemon, save_tiny
-from krita_harness import krita_available, run_driver
+from support.daemon import Daemon, save_tiny
+from support.krita_harness import krita_available, run_driver
 
 
 def main() -> int:

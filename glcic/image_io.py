@@ -81,7 +81,11 @@ def read_mask(path: str | Path) -> np.ndarray:
 
 
 def check_writable_format(path: str | Path) -> None:
-    """Fail before any work if Pillow cannot write the format the extension names."""
+    """Fail before any work if Pillow cannot write the format the extension names, or if the
+    folder to write into does not exist (creating folders from a typo would hide the output)."""
+    folder = Path(path).parent
+    if not folder.is_dir():
+        raise InputError(f"{path}: the folder {folder} does not exist")
     suffix = Path(path).suffix.lower()
     Image.init()
     if suffix not in Image.registered_extensions():

@@ -1,4 +1,7 @@
-"""Shared fixtures: tiny random-weight models keep the tests fast on CPU."""
+"""Shared fixtures: tiny random-weight models keep the tests fast on CPU.
+
+Helpers that tests import live in tests/support/, not here.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from support.models import make_tiny_model
 
-from glcic import CompletionModel, ModelMetadata, new_model, save_model
-
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-def make_tiny_model(seed: int = 0, hole_size_range: tuple[int, int] = (48, 64)) -> CompletionModel:
-    torch.manual_seed(seed)
-    return new_model(
-        ModelMetadata(width=0.125, train_image_size=128, hole_size_range=hole_size_range)
-    )
+from glcic import CompletionModel, save_model
 
 
 @pytest.fixture
@@ -40,10 +34,3 @@ def photo() -> np.ndarray:
     g = 128 + 100 * np.cos(yy / 23.0)
     b = (xx + yy) / 560.0 * 255
     return np.clip(np.stack([r, g, b], -1), 0, 255).astype(np.uint8)
-
-
-def shared_data(relative: str) -> Path:
-    path = SHARED_DATA / relative
-    if not path.exists():
-        pytest.skip(f"shared data not available: {path}")
-    return path

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import shared_data
 from PIL import Image
+from support.data import shared_data
 
 
 def run_glcic(*args: str) -> subprocess.CompletedProcess:
@@ -33,6 +33,12 @@ def inputs(tmp_path: Path, photo: np.ndarray) -> tuple[Path, Path]:
 def test_complete_writes_png(tmp_path, inputs, tiny_model_file, photo) -> None:
     image, mask = inputs
     out = tmp_path / "out" / "done.png"
+    result = run_glcic("complete", str(image), str(mask), str(out), "--model", str(tiny_model_file))
+    # A folder that does not exist is a typo to report, not a folder to create.
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"glcic: error: {out}: the folder {out.parent} does not exist"
+    assert not out.parent.exists()
+    out.parent.mkdir()
     result = run_glcic("complete", str(image), str(mask), str(out), "--model", str(tiny_model_file))
     assert result.returncode == 0, result.stderr
     assert "1 hole region completed" in result.stdout

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import torch
 import zmq
-from conftest import make_tiny_model
-from daemon_support import Daemon, daemon_cli, save_tiny, tiny_daemon
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from support.daemon import Daemon, daemon_cli, save_tiny, tiny_daemon
+from support.models import make_tiny_model
 
 from glcic import ModelMetadata, complete, load_model, new_model, save_model
 from glcic.daemon import protocol

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from daemon_support import save_tiny
+from support.daemon import save_tiny
 
 from glcic import default_model
 from glcic.errors import ModelFileError

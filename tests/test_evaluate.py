@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import shared_data
 from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image
+from support.data import shared_data
 
 from glcic.errors import InputError
 from glcic.training import eval_cli, eval_report, metrics, pairing

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_tiny_model
-from daemon_support import tiny_daemon
-from host_support import require_host
+from support.daemon import tiny_daemon
+from support.hosts import require_host
+from support.models import make_tiny_model
 
 from glcic import complete
 from glcic.daemon import install_gimp, protocol

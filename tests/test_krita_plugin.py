@@ -13,9 +13,9 @@ import subprocess
 
 import numpy as np
 import pytest
-from daemon_support import tiny_daemon
-from host_support import require_host
-from krita_harness import (
+from support.daemon import tiny_daemon
+from support.hosts import require_host
+from support.krita_harness import (
     DRIVER,
     KRITA_TIMEOUT_S,
     host_env,

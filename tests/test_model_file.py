@@ -11,7 +11,15 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from glcic import ModelFileError, ModelMetadata, Provenance, load_model, new_model, save_model
+from glcic import (
+    CompletionModel,
+    ModelFileError,
+    ModelMetadata,
+    Provenance,
+    load_model,
+    new_model,
+    save_model,
+)
 from glcic.atomic import atomic_write_bytes
 from glcic.model_file import METADATA_KEY, read_model_metadata
 
@@ -430,3 +438,52 @@ def test_atomic_writes_get_ordinary_permissions(tmp_path: Path) -> None:
     secret = tmp_path / "secret.json"
     atomic_write_bytes(secret, b"{}", mode=0o600)
     assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+
+
+def test_model_files_with_impossible_values_are_refused(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = CompletionModel(
+        __import__("glcic").CompletionNetwork(0.125).eval(), ModelMetadata(width=0.125)
+    )
+    good = tmp_path / "good.safetensors"
+    save_model(model, good)
+    tensors = load_file(str(good))
+    from safetensors import safe_open
+
+    with safe_open(str(good), "pt") as handle:
+        header = handle.metadata()
+    bad = dict(tensors)
+    bad["layers.1.running_var"] = -torch.ones_like(bad["layers.1.running_var"])
+    save_file(bad, str(tmp_path / "negvar.safetensors"), metadata=header)
+    with pytest.raises(ModelFileError, match="negative variances"):
+        load_model(tmp_path / "negvar.safetensors")
+    document = json.loads(header[METADATA_KEY])
+    document["metadata"]["width"] = 10**400
+    save_file(tensors, str(tmp_path / "huge.safetensors"),
+              metadata={METADATA_KEY: json.dumps(document)})  # fmt: skip
+    with pytest.raises(ModelFileError, match="width must be a finite number"):
+        load_model(tmp_path / "huge.safetensors")
+    save_file(tensors, str(tmp_path / "deep.safetensors"), metadata={METADATA_KEY: "[" * 200000})
+    with pytest.raises(ModelFileError, match=r"nested too deeply|not valid JSON"):
+        load_model(tmp_path / "deep.safetensors")
+
+
+def test_float16_overflow_is_refused_before_writing(tmp_path: Path) -> None:
+    model = CompletionModel(
+        __import__("glcic").CompletionNetwork(0.125).eval(), ModelMetadata(width=0.125)
+    )
+    with torch.no_grad():
+        model.network.layers[0].weight[0, 0, 0, 0] = 1e6
+    with pytest.raises(ModelFileError, match="float16"):
+        save_model(model, tmp_path / "m.safetensors", storage="float16")
+    assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_unwritable_model_path_is_a_model_file_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    model = CompletionModel(
+        __import__("glcic").CompletionNetwork(0.125).eval(), ModelMetadata(width=0.125)
+    )
+    with pytest.raises(ModelFileError, match="cannot be written"):
+        save_model(model, blocker / "m.safetensors")

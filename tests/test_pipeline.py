@@ -8,19 +8,12 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import make_tiny_model
+from support.masks import rect_mask
+from support.models import make_tiny_model
 
 from glcic import CancelledError, CompletionModel, CompletionStats, InputError, ModelMetadata
 from glcic import complete as complete_image
-from glcic.crops import find_hole_groups
 from glcic.pipeline import complete_region
-
-
-def _rect_mask(shape, *boxes, value=255) -> np.ndarray:
-    mask = np.zeros(shape[:2], np.uint8)
-    for y0, y1, x0, x1 in boxes:
-        mask[y0:y1, x0:x1] = value
-    return mask
 
 
 def test_pixels_outside_mask_are_bit_identical(photo, tiny_model) -> None:
@@ -38,7 +31,7 @@ def test_pixels_outside_mask_are_bit_identical(photo, tiny_model) -> None:
 def test_hole_is_filled(photo, tiny_model) -> None:
     image = photo.copy()
     image[100:140, 100:160] = (255, 0, 255)  # an object to remove
-    mask = _rect_mask(image.shape, (100, 140, 100, 160))
+    mask = rect_mask(image.shape, (100, 140, 100, 160))
     out = complete_image(image, mask, tiny_model)
     filled = out[100:140, 100:160].reshape(-1, 3)
     assert not np.any(np.all(filled == (255, 0, 255), axis=1))
@@ -59,7 +52,7 @@ def test_hole_is_filled(photo, tiny_model) -> None:
 )
 @pytest.mark.parametrize("blend", ["poisson", "none"])
 def test_holes_touching_borders_and_corners(photo, tiny_model, box, blend) -> None:
-    mask = _rect_mask(photo.shape, box)
+    mask = rect_mask(photo.shape, box)
     out = complete_image(photo, mask, tiny_model, blend=blend)
     assert np.array_equal(out[mask == 0], photo[mask == 0])
     y0, y1, x0, x1 = box
@@ -67,7 +60,7 @@ def test_holes_touching_borders_and_corners(photo, tiny_model, box, blend) -> No
 
 
 def test_several_holes_get_their_own_crops(photo, tiny_model) -> None:
-    mask = _rect_mask(photo.shape, (10, 20, 10, 20), (200, 230, 280, 310))
+    mask = rect_mask(photo.shape, (10, 20, 10, 20), (200, 230, 280, 310))
     stats = CompletionStats()
     out = complete_image(photo, mask, tiny_model, margin=32, max_working_side=256, stats=stats)
     assert len(stats.crops) == 2
@@ -88,16 +81,9 @@ def test_thin_strokes_are_not_scaled_down_for_their_length(photo, tiny_model) ->
     assert plan.group.thickness <= 8 and plan.scale == 1.0
 
 
-def test_close_holes_merge_into_one_group() -> None:
-    mask = _rect_mask((240, 320), (10, 20, 10, 20), (10, 20, 30, 40), (200, 210, 300, 310))
-    groups = find_hole_groups(mask, merge_distance=32)
-    assert len(groups) == 2
-    assert (groups[0].box.x0, groups[0].box.x1) == (10, 40)
-
-
 def test_large_hole_is_scaled_to_trained_hole_size(photo) -> None:
     model = make_tiny_model(hole_size_range=(24, 32))
-    mask = _rect_mask(photo.shape, (60, 180, 80, 240))  # 120 thick, trained up to 32
+    mask = rect_mask(photo.shape, (60, 180, 80, 240))  # 120 thick, trained up to 32
     stats = CompletionStats()
     out = complete_image(photo, mask, model, margin=32, max_working_side=256, stats=stats)
     (plan,) = stats.crops
@@ -109,7 +95,7 @@ def test_large_hole_is_scaled_to_trained_hole_size(photo) -> None:
 
 
 def test_working_size_limit_shrinks_large_crops(photo, tiny_model) -> None:
-    mask = _rect_mask(photo.shape, (40, 60, 40, 60))
+    mask = rect_mask(photo.shape, (40, 60, 40, 60))
     stats = CompletionStats()
     complete_image(photo, mask, tiny_model, margin=100, max_working_side=264, stats=stats)
     (plan,) = stats.crops
@@ -131,7 +117,7 @@ def test_soft_mask_blends_proportionally(photo, tiny_model) -> None:
 def test_rgba_alpha_passes_through(photo, tiny_model) -> None:
     alpha = np.tile((np.arange(320) % 256).astype(np.uint8)[None, :], (240, 1))
     image = np.dstack([photo, alpha])
-    mask = _rect_mask(image.shape, (50, 100, 50, 150))
+    mask = rect_mask(image.shape, (50, 100, 50, 150))
     out = complete_image(image, mask, tiny_model)
     assert out.shape == (240, 320, 4)
     assert np.array_equal(out[..., 3], alpha)
@@ -140,7 +126,7 @@ def test_rgba_alpha_passes_through(photo, tiny_model) -> None:
 
 
 def test_deterministic(photo, tiny_model) -> None:
-    mask = _rect_mask(photo.shape, (50, 100, 50, 150), (180, 200, 10, 40))
+    mask = rect_mask(photo.shape, (50, 100, 50, 150), (180, 200, 10, 40))
     assert np.array_equal(
         complete_image(photo, mask, tiny_model), complete_image(photo, mask, tiny_model)
     )
@@ -197,7 +183,7 @@ def test_context_shift_moves_the_known_colours_toward_the_mean_and_back(shift) -
     image[:] = (20, 30, 10)  # a night scene: far below the training mean
     image[:, :64] += 8  # two tones, so the known mean is a real average
     box = (30, 60, 40, 90)
-    mask = _rect_mask(image.shape, box)
+    mask = rect_mask(image.shape, box)
     image[mask > 0] = (250, 10, 200)  # what is under the hole must not count
     model = _shift_test_model(shift)
     # A margin wider than the image: the crop is the whole image, unscaled and unpadded.
@@ -224,7 +210,7 @@ def test_context_shift_is_per_crop_in_a_batch() -> None:
     image[:, :128] = (15, 20, 25)  # dark left half
     image[:, 128:] = (230, 220, 200)  # bright right half
     boxes = ((38, 58, 30, 50), (38, 58, 206, 226))
-    mask = _rect_mask(image.shape, *boxes)
+    mask = rect_mask(image.shape, *boxes)
     model = _shift_test_model(0.5)
     stats = CompletionStats()
     out = complete_image(image, mask, model, blend="none", margin=32, stats=stats)
@@ -242,7 +228,7 @@ def test_context_shift_uses_the_working_resolution_when_scaled_down() -> None:
     image = np.empty((192, 256, 3), np.uint8)
     image[:] = (30, 40, 60)
     box = (20, 172, 40, 216)  # 152 px thick: scaled down to the model's 96 px holes
-    mask = _rect_mask(image.shape, box)
+    mask = rect_mask(image.shape, box)
     image[mask > 0] = (255, 255, 255)
     model = _shift_test_model(0.5)
     stats = CompletionStats()
@@ -288,7 +274,7 @@ def test_poisson_blending_removes_the_seam() -> None:
     gray = 40 + 0.6 * xx
     image = np.clip(np.dstack([gray, gray, gray]) + 0.5, 0, 255).astype(np.uint8)
     box = (90, 150, 120, 200)
-    mask = _rect_mask(image.shape, box)
+    mask = rect_mask(image.shape, box)
     model = CompletionModel(
         _OffsetGradientNetwork(slope, base=0.05).eval(),
         ModelMetadata(width=0.125, hole_size_range=(48, 96)),
@@ -331,7 +317,7 @@ def test_bad_input_is_a_clear_input_error(tiny_model, image, mask, message) -> N
 
 
 def test_bad_options_are_input_errors(photo, tiny_model) -> None:
-    mask = _rect_mask(photo.shape, (10, 20, 10, 20))
+    mask = rect_mask(photo.shape, (10, 20, 10, 20))
     with pytest.raises(InputError, match="blend must be one of"):
         complete_image(photo, mask, tiny_model, blend="seamless")
     with pytest.raises(InputError, match="too small for margin"):
@@ -339,14 +325,14 @@ def test_bad_options_are_input_errors(photo, tiny_model) -> None:
 
 
 def test_cancel_between_crops(photo, tiny_model) -> None:
-    mask = _rect_mask(photo.shape, (10, 20, 10, 20))
+    mask = rect_mask(photo.shape, (10, 20, 10, 20))
     with pytest.raises(CancelledError):
         complete_image(photo, mask, tiny_model, should_cancel=lambda: True)
 
 
 def test_progress_reports_stages(photo, tiny_model) -> None:
     seen = []
-    mask = _rect_mask(photo.shape, (10, 20, 10, 20))
+    mask = rect_mask(photo.shape, (10, 20, 10, 20))
     complete_image(photo, mask, tiny_model, progress=lambda s, f: seen.append((s, f)))
     assert seen[0] == ("planning", 0.0) and seen[-1] == ("done", 1.0)
     assert ("network", 0.0) in seen
@@ -378,7 +364,7 @@ def test_memory_follows_the_hole_not_the_image(tiny_model) -> None:
     for side in (2000, 4000):
         image = np.zeros((side, side, 4), np.uint8)
         image[..., 1] = 90
-        mask = _rect_mask(image.shape, (900, 1100, 900, 1100))
+        mask = rect_mask(image.shape, (900, 1100, 900, 1100))
         peaks.append(_numpy_peak(image, mask, tiny_model))
         sizes.append(image.nbytes)
     assert peaks[1] - peaks[0] < 1.1 * (sizes[1] - sizes[0])
@@ -386,7 +372,7 @@ def test_memory_follows_the_hole_not_the_image(tiny_model) -> None:
 
 
 def test_inplace_writes_into_the_given_image(photo, tiny_model) -> None:
-    mask = _rect_mask(photo.shape, (50, 100, 50, 150))
+    mask = rect_mask(photo.shape, (50, 100, 50, 150))
     expected = complete_image(photo, mask, tiny_model)
     buffer = photo.copy()
     assert complete_image(buffer, mask, tiny_model, inplace=True) is buffer
@@ -398,9 +384,40 @@ def test_inplace_writes_into_the_given_image(photo, tiny_model) -> None:
 
 
 def test_complete_region_is_the_changed_box_of_the_full_result(photo, tiny_model) -> None:
-    mask = _rect_mask(photo.shape, (50, 100, 50, 150), (180, 200, 10, 40))
+    mask = rect_mask(photo.shape, (50, 100, 50, 150), (180, 200, 10, 40))
     full = complete_image(photo, mask, tiny_model)
     region = complete_region(photo, mask, tiny_model)
     assert (region.x, region.y) == (10, 50)
     assert region.pixels.shape == (150, 140, 3)
     assert np.array_equal(region.pixels, full[50:200, 10:150])
+
+
+def test_hole_at_image_edge_does_not_bring_back_what_it_removes() -> None:
+    image = np.full((120, 160, 3), 128, np.uint8)
+    image[40:80, 0:20] = (255, 0, 0)  # an object touching the left edge
+    mask = np.zeros((120, 160), np.uint8)
+    mask[35:85, 0:25] = 255
+    flat = CompletionModel(
+        _OffsetGradientNetwork(0.0, base=128 / 255).eval(), ModelMetadata(hole_size_range=(48, 96))
+    )
+    out = complete_image(image, mask, flat, margin=32, max_working_side=256)
+    filled = out[35:85, 0:25].astype(int)
+    assert np.abs(filled - 128).max() <= 2
+
+
+@pytest.mark.parametrize("shape", [(1, 30), (2, 30), (30, 2), (2, 2)])
+def test_strips_one_or_two_pixels_wide(tiny_model, shape) -> None:
+    image = np.full((*shape, 3), 90, np.uint8)
+    mask = np.zeros(shape, np.uint8)
+    mask[0, 0] = 255
+    out = complete_image(image, mask, tiny_model)
+    assert out.shape == image.shape
+    assert np.array_equal(out[mask == 0], image[mask == 0])
+
+
+def test_zero_one_masks_are_refused_with_advice(tiny_model) -> None:
+    image = np.zeros((32, 32, 3), np.uint8)
+    mask = np.zeros((32, 32), np.uint8)
+    mask[8:16, 8:16] = 1
+    with pytest.raises(InputError, match="use 255"):
+        complete_image(image, mask, tiny_model)

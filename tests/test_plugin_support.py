@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_tiny_model
-from daemon_support import tiny_daemon
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.daemon import tiny_daemon
+from support.models import make_tiny_model
 
 from glcic import complete
 from glcic.crops import Box, find_hole_groups, plan_crop

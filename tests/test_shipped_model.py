@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import shared_data
-from daemon_support import Daemon, daemon_cli
 from PIL import Image
+from support.daemon import Daemon, daemon_cli
+from support.data import shared_data
 
 from glcic import complete, load_model
 from glcic.default_model import PACKAGED_MODEL, default_model_path

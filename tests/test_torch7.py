@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import copy
 import pickle
+import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from torch7_support import (
+from support.torch7 import (
+    TORCH,
     T7Object,
+    Writer,
     completion_file,
     official_like_modules,
     reference_forward,
@@ -186,3 +189,70 @@ def test_imported_model_round_trips_through_model_file(tmp_path: Path) -> None:
         model.network.state_dict().items(), loaded.network.state_dict().items(), strict=True
     ):
         assert torch.equal(a, b), name
+
+
+def _bomb_bytes() -> bytes:
+    """A tensor of 4 x 2^28 elements over a one-element storage (stride 0)."""
+    writer = Writer()
+    writer.int32(TORCH)
+    writer.index()
+    writer.string("V 1")
+    writer.string("torch.FloatTensor")
+    writer.int32(2)
+    for value in (4, 1 << 28, 0, 0, 1):  # sizes, strides, offset
+        writer.int64(value)
+    writer.int32(TORCH)
+    writer.index()
+    writer.string("V 1")
+    writer.string("torch.FloatStorage")
+    writer.int64(1)
+    writer.chunks.append(struct.pack("<f", 1.0))
+    return b"".join(writer.chunks)
+
+
+def test_tensor_expanding_over_a_tiny_storage_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "bomb.t7"
+    path.write_bytes(_bomb_bytes())
+    with pytest.raises(Torch7ImportError, match="claims 1073741824 elements"):
+        import_torch7(path)
+
+
+def test_damaged_module_structures_are_import_errors(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    cases = []
+    modules = official_like_modules(rng)
+    modules[0] = T7Object("nn.SpatialConvolution", None)  # a nil field table
+    cases.append(completion_file(modules))
+    modules = official_like_modules(rng)
+    modules[0] = T7Object("nn.SpatialConvolution", [1, 2, 3])  # a list, not a table
+    cases.append(completion_file(modules))
+    modules = official_like_modules(rng)
+    modules[0].fields["nInputPlane"] = np.array([4.0, 4.0], np.float32)
+    cases.append(completion_file(modules))
+    cases.append({"model": T7Object("nn.Sequential", "modules"), "mean": [0.5, 0.5, 0.5]})
+    for index, data in enumerate(cases):
+        path = write_t7(tmp_path / f"case{index}.t7", data)
+        with pytest.raises(Torch7ImportError):
+            import_torch7(path)
+
+
+def test_sequential_that_contains_itself_is_refused(tmp_path: Path) -> None:
+    # Table ids: 1 = outer table, 2 = the Sequential, 3 = its field table, 4 = its module list;
+    # the list's only element refers back to object 2.
+    writer = Writer()
+    writer.int32(3), writer.int32(1), writer.int32(2)  # outer table: model and mean
+    writer.obj("model")
+    writer.int32(TORCH), writer.int32(2), writer.string("V 1"), writer.string("nn.Sequential")
+    writer.int32(3), writer.int32(3), writer.int32(1)  # field table with one entry
+    writer.obj("modules")
+    writer.int32(3), writer.int32(4), writer.int32(1)  # module list with one entry
+    writer.obj(1)
+    writer.int32(TORCH), writer.int32(2)  # a reference to object 2 again
+    writer.obj("mean")
+    writer.int32(3), writer.int32(5), writer.int32(3)  # the mean colour, a list of three
+    for key in (1, 2, 3):
+        writer.obj(key), writer.obj(0.5)
+    path = tmp_path / "loop.t7"
+    path.write_bytes(b"".join(writer.chunks))
+    with pytest.raises(Torch7ImportError, match="contains itself"):
+        import_torch7(path)

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import shared_data
 from PIL import Image
+from support.data import shared_data
 
 from glcic import load_model
 from glcic.networks import prepare_input
@@ -200,6 +200,22 @@ def test_resume_applies_a_new_learning_rate(tmp_path: Path, data_dir: Path) -> N
     assert state["step"] == 5 and state["config"]["lr"] == 0.25
     for key in ("optimizer_completion", "optimizer_discriminator"):
         assert [g["lr"] for g in state[key]["param_groups"]] == [0.25]
+
+
+def test_resume_removes_what_a_killed_checkpoint_write_left(tmp_path: Path, data_dir: Path):
+    """A SIGKILL during a checkpoint write leaves the atomic write's temporary file (hundreds of
+    MB at paper size); the next start of the run removes it, and only it."""
+    run = tmp_path / "run"
+    assert main(["--data", str(data_dir), "--out", str(run), *TINY, "--stop-at", "2"]) == 0
+    folder = run / "checkpoints"
+    torn = folder / ".checkpoint-000000004.pt.k3x9_q1z.tmp"
+    torn.write_bytes(b"half a checkpoint")
+    unrelated = folder / "notes.tmp"
+    unrelated.write_text("mine")
+    assert main(["--out", str(run), "--resume", "--stop-at", "3"]) == 0
+    assert not torn.exists()
+    assert unrelated.read_text() == "mine"
+    assert [p.name for p in sorted(folder.glob(".*"))] == []
 
 
 def test_lr_drop_slows_only_the_completion_network_from_its_step(tmp_path: Path, data_dir):

@@ -48,6 +48,30 @@ def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+#: What `glcic.atomic` names a checkpoint while it is written: ".checkpoint-N.pt.RANDOM.tmp".
+_TEMPORARY = re.compile(r"^\.checkpoint-\d{9}\.pt\..+\.tmp$")
+
+
+def remove_interrupted_writes(run_dir: Path) -> list[Path]:
+    """Delete the temporary files of checkpoint writes that a killed run left behind.
+
+    A SIGKILL (or a power cut) during a write leaves the temporary file, as large as a
+    checkpoint (hundreds of MB at paper size), which nothing would ever read or remove. Called
+    when a run starts or resumes, before it writes anything, by the one process that writes.
+    """
+    folder = checkpoint_dir(run_dir)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for path in folder.iterdir():
+        if _TEMPORARY.match(path.name) and path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    if removed:
+        log.info("removed %d unfinished checkpoint file(s) of an interrupted write", len(removed))
+    return removed
+
+
 def save_checkpoint(run_dir: Path, step: int, state: dict[str, Any], keep: int) -> Path:
     """Write atomically, then delete all but the newest `keep` checkpoints."""
     path = checkpoint_path(run_dir, step)

@@ -28,7 +28,12 @@ import torch.distributed as dist
 from glcic.cli_support import run_command
 from glcic.errors import GlcicError
 from glcic.model_file import load_model
-from glcic.training.checkpoint import CheckpointError, list_checkpoints, load_latest_checkpoint
+from glcic.training.checkpoint import (
+    CheckpointError,
+    list_checkpoints,
+    load_latest_checkpoint,
+    remove_interrupted_writes,
+)
 from glcic.training.config import (
     PRESETS,
     TrainConfig,
@@ -219,6 +224,7 @@ def _train_in_group(args: argparse.Namespace, distributed: Distributed) -> int:
             )
     trainer = Trainer(config, data, args.out, init_model, state, device=args.device)
     if distributed.is_main:
+        remove_interrupted_writes(args.out)
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
     status = trainer.train(stop_at=args.stop_at)

@@ -14,11 +14,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from host_support import virtual_display
-
 from glcic.daemon.install_krita import enable_in_kritarc
 
-DRIVER = Path(__file__).parent / "krita"
+from .hosts import virtual_display
+
+DRIVER = Path(__file__).resolve().parents[1] / "krita"
 KRITA_TIMEOUT_S = 420
 
 

@@ -10,10 +10,10 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from conftest import make_tiny_model
-
 from glcic import save_model
 from glcic.daemon.protocol import Client, read_connection_file
+
+from .models import make_tiny_model
 
 
 def daemon_cli(home: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:

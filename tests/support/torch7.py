@@ -29,7 +29,7 @@ class T7Object:
     fields: dict[str, Any] = field(default_factory=dict)
 
 
-class _Writer:
+class Writer:
     def __init__(self) -> None:
         self.chunks: list[bytes] = []
         self.next_index = 1
@@ -106,7 +106,7 @@ class _Writer:
 
 
 def t7_bytes(value: Any) -> bytes:
-    writer = _Writer()
+    writer = Writer()
     writer.obj(value)
     return b"".join(writer.chunks)
 
