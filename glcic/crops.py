@@ -166,7 +166,9 @@ def plan_crop(
     height, width = image_size
     box = group.box
     scale = min(1.0, max_hole_side / max(1, group.thickness))
-    room = max_working_side - 2 * margin
+    # Kept one SIDE_MULTIPLE clear of the limit: rounding the context up (below) adds up to
+    # 2.5 working pixels, and padding rounds up to a multiple of SIDE_MULTIPLE.
+    room = max_working_side // SIDE_MULTIPLE * SIDE_MULTIPLE - 2 * margin - SIDE_MULTIPLE
     if room < SIDE_MULTIPLE:
         raise ValueError(f"max_working_side {max_working_side} leaves no room for margin {margin}")
     scale = min(scale, room / max(box.width, box.height))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import cv2
 import numpy as np
 import pytest
@@ -117,9 +115,22 @@ def test_thin_holes_keep_full_resolution_whatever_the_trained_size() -> None:
 def test_a_long_hole_is_scaled_to_fit_the_working_side() -> None:
     group = HoleGroup(Box(10, 10, 210, 30), thickness=20)
     plan = plan_crop(group, (240, 320), max_hole_side=64, margin=32, max_working_side=200)
-    assert plan.scale == pytest.approx((200 - 2 * 32) / 200)
-    assert math.floor(group.box.width * plan.scale) <= 200 - 2 * 32
+    assert plan.scale == pytest.approx((200 - 2 * 32 - 4) / 200)
+    assert max(plan.padded_size) <= 200
     _assert_inside_with_hole(plan, (240, 320))
+
+
+@pytest.mark.parametrize("length", [700, 907, 1500, 3001])
+@pytest.mark.parametrize("max_working_side", [1024, 1023, 500])
+def test_no_crop_exceeds_the_working_side_after_rounding(length, max_working_side) -> None:
+    """Rounding the context up and padding to a multiple of 4 once took a 907 x 20 hole to a
+    working side of 1025 (padded 1028) under a limit of 1024."""
+    image = (3100, 3100)
+    for thickness in (2, 20, 200):
+        group = HoleGroup(Box(40, 40, 40 + length, 40 + thickness), thickness=thickness)
+        plan = plan_crop(group, image, max_hole_side=128, margin=152 if max_working_side > 500
+                         else 100, max_working_side=max_working_side)  # fmt: skip
+        assert max(plan.working_size) <= max(plan.padded_size) <= max_working_side
 
 
 def test_a_margin_leaving_no_room_is_refused() -> None:
