@@ -13,9 +13,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from glcic.cli_support import run_command
+from glcic.cli_support import add_precision_option, run_command
 from glcic.errors import GlcicError
-from glcic.precision import PRECISIONS
 
 
 def _complete(args: argparse.Namespace) -> int:
@@ -110,12 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     completer.add_argument("out", type=Path)
     completer.add_argument("--model", type=Path, help="model file (default: the built-in one)")
     completer.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    completer.add_argument(
-        "--precision",
-        default="auto",
-        choices=PRECISIONS,
-        help="float32, bfloat16, or auto: what is fast and validated on this device (default)",
-    )
+    add_precision_option(completer, "the network runs")
     completer.add_argument(
         "--blend",
         default="poisson",

@@ -8,10 +8,12 @@ and surfaces as a traceback. Keeping that promise in one place keeps the command
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable
 
 from glcic.errors import GlcicError
+from glcic.precision import PRECISIONS
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -38,3 +40,15 @@ def run_command(
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def add_precision_option(parser: argparse.ArgumentParser, what: str) -> None:
+    """`--precision`, worded alike in every command that runs the network; `what` says what
+    runs in it (the model, the daemon's models)."""
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        choices=PRECISIONS,
+        help=f"what {what} in: float32, bfloat16, or auto (fast and validated on the device; "
+        "the default)",
+    )

@@ -14,7 +14,6 @@ with the daemon for every completion and refusal, once after stopping it.
 from __future__ import annotations
 
 import base64
-import json
 import os
 import re
 import shutil
@@ -26,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from support.daemon import tiny_daemon
-from support.hosts import require_host
+from support.hosts import driver_results, require_host
 from support.models import make_tiny_model
 
 from glcic import complete
@@ -98,12 +97,7 @@ def run_gimp(root: Path, work: Path, scenarios: str) -> tuple[dict, str]:
         output = run.stdout + run.stderr
     except subprocess.TimeoutExpired as expired:
         output = f"GIMP did not finish in {GIMP_TIMEOUT_S} s: {expired}"
-    if not results.exists():
-        raise RuntimeError(f"the driver wrote no results; GIMP said:\n{output[-6000:]}")
-    document = json.loads(results.read_text())
-    if "error" in document:
-        raise RuntimeError(f"{document['error']}\nGIMP said:\n{output[-4000:]}")
-    return document, output
+    return driver_results(results, "GIMP", output[-6000:]), output
 
 
 def install_plugin(plugins: Path, home: Path) -> subprocess.CompletedProcess:

@@ -419,6 +419,26 @@ def test_two_process_ddp_with_torchrun(tmp_path: Path, data_dir: Path) -> None:
     assert load_latest_checkpoint(run)["world_size"] == 2
 
 
+def test_a_torchrun_rank_exits_with_its_status_and_no_interpreter_teardown(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """Interpreter teardown beside gloo's threads made a successful rank abort now and then;
+    a rank now leaves through os._exit with the run's own status, its logs flushed."""
+    exits: list[int] = []
+
+    def fake_exit(status: int) -> None:
+        exits.append(status)
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setattr(os, "_exit", fake_exit)
+    assert main(["export", str(tmp_path / "no-run"), "--out", str(tmp_path / "m.safetensors")]) == 2
+    assert exits == [2]
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert main(["export", str(tmp_path / "no-run"), "--out", str(tmp_path / "m.safetensors")]) == 2
+    assert exits == [2]  # a single process returns normally
+
+
 @pytest.mark.slow
 def test_torch_compile_trains_and_checkpoints_plain_weights(tmp_path: Path, data_dir: Path) -> None:
     run = tmp_path / "compiled"

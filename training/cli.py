@@ -18,6 +18,7 @@ import argparse
 import gc
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -249,7 +250,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = _old_form_parser() if _is_old_form(argv) else build_parser()
     args = parser.parse_args(argv)
-    return run_command(PROG, lambda: args.handler(args))
+    status = run_command(PROG, lambda: args.handler(args))
+    if distributed_from_env().world > 1:
+        _exit_rank(status)
+    return status
+
+
+def _exit_rank(status: int) -> None:
+    """End a torchrun rank without interpreter finalisation.
+
+    By now the process group is destroyed and every file the run writes is closed (checkpoints
+    and reports are atomic writes). What remains is interpreter teardown, where gloo's worker
+    threads, still joinable, now and then made a rank that had succeeded abort ("terminate
+    called without an active exception", exit 1 in torchrun's report). Flushing the logs and
+    leaving with `os._exit` makes the exit status the run's own, every time.
+    """
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 if __name__ == "__main__":

@@ -18,9 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from glcic.atomic import atomic_write_bytes
-from glcic.cli_support import run_command
+from glcic.cli_support import add_precision_option, run_command
 from glcic.model_file import load_model
-from glcic.precision import PRECISIONS
 from glcic.training.eval_report import PROG, render_montage
 from glcic.training.evaluate import (
     BASELINES,
@@ -56,12 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--limit", type=int, help="evaluate only the first N images")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument(
-        "--precision",
-        default="auto",
-        choices=PRECISIONS,
-        help="what the models run in: float32, bfloat16, or auto (fast and validated; default)",
-    )
+    add_precision_option(parser, "the models run")
     parser.add_argument("--out", type=Path, required=True, help="folder for the results")
     return parser
 

@@ -8,9 +8,12 @@ tests skip, saying what to install.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -63,3 +66,13 @@ def virtual_display() -> Iterator[str]:
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+def driver_results(results: Path, host: str, output: str) -> dict[str, Any]:
+    """What a driver script inside a host wrote, or an error carrying what the host said."""
+    if not results.exists():
+        raise RuntimeError(f"the driver wrote no results; {host} said:\n{output}")
+    document = json.loads(results.read_text())
+    if "error" in document:
+        raise RuntimeError(f"{document['error']}\n{host} said:\n{output[-4000:]}")
+    return document

@@ -7,7 +7,6 @@ private Xvfb screen and returns what the driver wrote. The daemon is the caller'
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -16,7 +15,7 @@ from pathlib import Path
 
 from glcic.daemon.install_krita import enable_in_kritarc
 
-from .hosts import virtual_display
+from .hosts import driver_results, virtual_display
 
 DRIVER = Path(__file__).resolve().parents[1] / "krita"
 KRITA_TIMEOUT_S = 420
@@ -69,9 +68,4 @@ def run_driver(root: Path, glcic_home: Path, mode: str = "test") -> dict:
             output = run.stdout[-4000:] + run.stderr[-4000:]
         except subprocess.TimeoutExpired as expired:
             output = f"Krita did not finish in {KRITA_TIMEOUT_S} s: {expired}"
-    if not results.exists():
-        raise RuntimeError(f"the driver wrote no results; Krita said:\n{output}")
-    document = json.loads(results.read_text())
-    if "error" in document:
-        raise RuntimeError(document["error"])
-    return document
+    return driver_results(results, "Krita", output)
