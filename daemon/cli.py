@@ -8,14 +8,14 @@ glcic-daemon complete IMAGE MASK OUT [--model NAME]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
 import logging
-import logging.handlers
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from glcic.cli_support import run_command
@@ -25,7 +25,21 @@ from glcic.daemon.connection import (
     connection_file_path,
     remove_connection_file,
 )
-from glcic.daemon.protocol import NOT_RUNNING, Client, ClientError, DaemonNotRunning
+from glcic.daemon.files import (
+    NO_ROOM,
+    PrivateLogFile,
+    keep_stderr_bounded,
+    open_private,
+    private_log_dir,
+    write_failed,
+)
+from glcic.daemon.protocol import (
+    NOT_RUNNING,
+    Client,
+    ClientError,
+    DaemonNotRunning,
+    UnsafeRuntimeDir,
+)
 from glcic.errors import GlcicError
 from glcic.paths import log_dir
 from glcic.precision import PRECISIONS
@@ -34,18 +48,25 @@ PROG = "glcic-daemon"
 START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 60.0
 LOG_FILE = "daemon.log"
+STDERR_FILE = "daemon.stderr"
+#: Set by `start` for the detached daemon it spawns: a pipe on which the daemon, if it cannot
+#: start, writes why in one line (its log files may be unwritable: a full disk).
+REASON_FD_VARIABLE = "GLCIC_DAEMON_REASON_FD"
+USER_ERRORS = (GlcicError, ClientError, ValueError)
 
 
 def _setup_logging(foreground: bool) -> None:
+    """daemon.log (rotated, private); with `foreground`, stderr too. A detached daemon logs
+    to the file only: its stderr file keeps just what escapes logging, so it stays small."""
     logger = logging.getLogger("glcic.daemon")
     logger.setLevel(logging.INFO)
     logger.propagate = False
     formatter = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
-    folder = log_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    handler = logging.handlers.RotatingFileHandler(
-        folder / LOG_FILE, maxBytes=5_000_000, backupCount=3, encoding="utf-8"
-    )
+    path = private_log_dir() / LOG_FILE
+    try:
+        handler = PrivateLogFile(path, maxBytes=5_000_000, backupCount=3, encoding="utf-8")
+    except OSError as error:
+        raise write_failed(error, path) from None
     handler.setFormatter(formatter)
     logger.addHandler(handler)
     if foreground:
@@ -60,6 +81,8 @@ def _running_client(timeout: float = 5.0) -> Client | None:
         client = Client(timeout=timeout)
         client.ping()
         return client
+    except UnsafeRuntimeDir:
+        raise  # not "not running": the user must fix the folder first
     except ClientError:
         return None
 
@@ -105,7 +128,9 @@ def _start(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from glcic.daemon.server import Server, ServerSettings
 
-    _setup_logging(foreground=True)
+    _setup_logging(foreground=not args.detached)
+    if args.detached:
+        keep_stderr_bounded()
     settings = ServerSettings(
         host=args.listen, port=args.port, device=args.device, precision=args.precision,
         default_model=args.model,
@@ -115,42 +140,100 @@ def _serve(args: argparse.Namespace) -> int:
         return Server(settings).run()
     except AlreadyRunning as error:
         raise GlcicError(str(error)) from None
+    except OSError as error:
+        if error.errno in NO_ROOM:  # one line naming the full disk, not a traceback
+            raise write_failed(error) from None
+        raise
 
 
 def _spawn(args: argparse.Namespace) -> int:
     """Start a detached daemon and return once it answers."""
-    command = [sys.executable, "-m", "glcic.daemon.cli", "start", "--foreground",
+    command = [sys.executable, "-m", "glcic.daemon.cli", "start", "--foreground", "--detached",
                "--device", args.device, "--precision", args.precision,
                "--port", str(args.port), "--listen", args.listen,
                "--max-queue", str(args.max_queue), "--timeout", str(args.timeout),
                "--max-side", str(args.max_side)]  # fmt: skip
     if args.model:
         command += ["--model", args.model]
-    folder = log_dir()
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = private_log_dir()
     # The daemon outlives this command: its stderr goes to a file, not a pipe that would close.
-    stderr_path = folder / "daemon.stderr"
-    stderr = open(stderr_path, "wb")  # noqa: SIM115 - handed to the child
+    stderr_path = folder / STDERR_FILE
+    try:
+        stderr = open_private(stderr_path)
+    except OSError as error:
+        raise write_failed(error, stderr_path) from None
     options: dict = {"stdin": subprocess.DEVNULL, "stdout": subprocess.DEVNULL, "stderr": stderr}
+    reasons = None
     if os.name == "nt":  # pragma: no cover
         options["creationflags"] = subprocess.DETACHED_PROCESS | subprocess.CREATE_NEW_PROCESS_GROUP
     else:
         options["start_new_session"] = True
-    process = subprocess.Popen(command, **options)
-    stderr.close()
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            detail = stderr_path.read_text(errors="replace").strip().splitlines()
-            reason = detail[-1].removeprefix(f"{PROG}: error: ") if detail else f"see {folder}"
-            raise GlcicError(f"the daemon did not start: {reason}")
-        client = _running_client(timeout=2.0)
-        if client is not None:
-            print("started: " + _describe(client.status()))
-            return 0
-        time.sleep(0.2)
+        reasons, child_end = os.pipe()
+        options["pass_fds"] = (child_end,)
+        options["env"] = {**os.environ, REASON_FD_VARIABLE: str(child_end)}
+    try:
+        process = subprocess.Popen(command, **options)
+    finally:
+        stderr.close()
+        if reasons is not None:
+            os.close(child_end)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                reason = _start_failure(reasons, stderr_path)
+                raise GlcicError(f"the daemon did not start: {reason or f'see {folder}'}")
+            client = _running_client(timeout=2.0)
+            if client is not None:
+                print("started: " + _describe(client.status()))
+                return 0
+            time.sleep(0.2)
+    finally:
+        if reasons is not None:
+            os.close(reasons)
     process.kill()
     raise GlcicError(f"the daemon did not answer within {START_TIMEOUT_S:g} s; see {log_dir()}")
+
+
+def _start_failure(reasons: int | None, stderr_path: Path) -> str:
+    """Why the spawned daemon stopped: the line it sent down the pipe, else its stderr's last."""
+    lines: list[str] = []
+    if reasons is not None:
+        os.set_blocking(reasons, False)  # whatever it wrote is there: it has exited
+        data = b""
+        with contextlib.suppress(OSError):
+            while chunk := os.read(reasons, 65536):
+                data += chunk
+        lines = data.decode(errors="replace").strip().splitlines()
+    if not lines:
+        with contextlib.suppress(OSError):
+            lines = stderr_path.read_text(errors="replace").strip().splitlines()
+    return lines[-1].removeprefix(f"{PROG}: error: ") if lines else ""
+
+
+def _telling_parent(handler: Callable[[], int]) -> Callable[[], int]:
+    """In a daemon spawned by `start`: send the parent, down its pipe, the one line saying why
+    this process could not start (a message on stderr can be lost with a full disk)."""
+    value = os.environ.pop(REASON_FD_VARIABLE, "")
+    try:
+        fd = int(value)
+        os.set_inheritable(fd, False)  # nothing this process starts keeps the pipe open
+    except (ValueError, OSError):
+        return handler
+
+    def run() -> int:
+        try:
+            return handler()
+        except Exception as error:
+            if isinstance(error, USER_ERRORS):
+                reason = str(error)
+            else:
+                reason = f"internal error: {type(error).__name__}: {error}"
+            with contextlib.suppress(OSError):
+                os.write(fd, reason.encode(errors="replace")[:4096] + b"\n")
+            raise
+
+    return run
 
 
 def _stop(args: argparse.Namespace) -> int:
@@ -254,6 +337,8 @@ def _install_plugin(args: argparse.Namespace) -> int:
         print(f"installed {path}")
     for note in report.notes:
         print(note)
+    for warning in report.warnings:
+        print(f"{PROG}: warning: {warning}", file=sys.stderr)
     for problem in report.problems:
         print(f"{PROG}: warning: {problem}", file=sys.stderr)
     return 1 if report.problems else 0
@@ -264,6 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     start = commands.add_parser("start", help="start the daemon (detached unless --foreground)")
     start.add_argument("--foreground", action="store_true", help="stay attached, log to stderr too")
+    start.add_argument("--detached", action="store_true", help=argparse.SUPPRESS)  # by `start`
     start.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     start.add_argument(
         "--precision",
@@ -310,10 +396,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    handler = _telling_parent(lambda: args.handler(args))
     # ValueError: e.g. an unparsable --listen address.
-    return run_command(
-        PROG, lambda: args.handler(args), user_errors=(GlcicError, ClientError, ValueError)
-    )
+    return run_command(PROG, handler, user_errors=USER_ERRORS)
 
 
 if __name__ == "__main__":

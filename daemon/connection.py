@@ -1,9 +1,10 @@
 """The daemon's connection file and its one-daemon-per-user lock.
 
-The connection file (protocol version, host, port, pid, secret key) is written atomically and
-readable by its owner only: the key is what keeps other users of the machine out. The lock is an
+The connection file (protocol version, host, port, pid, CURVE keys) is written atomically and
+readable by its owner only: the keys are what keep other users of the machine out. The lock is an
 OS file lock held for the daemon's whole life, so a daemon killed without cleaning up leaves a
-lock nobody holds: the next start sees that, removes the stale files, and takes over.
+lock nobody holds: the next start sees that, removes the stale files, and takes over, and a
+waiting client sees it too (the daemon is gone).
 """
 
 from __future__ import annotations
@@ -11,16 +12,21 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
-import stat
+import time
 from pathlib import Path
 from typing import IO
 
 from glcic.atomic import atomic_write_bytes
-from glcic.daemon.protocol import CONNECTION_FILE_NAME, PROTOCOL_VERSION, default_runtime_dir
+from glcic.daemon.files import write_failed
+from glcic.daemon.protocol import (
+    CONNECTION_FILE_NAME,
+    LOCK_FILE_NAME,
+    PROTOCOL_VERSION,
+    UnsafeRuntimeDir,
+    check_runtime_dir,
+    default_runtime_dir,
+)
 from glcic.errors import GlcicError
-
-LOCK_FILE_NAME = "daemon.lock"
 
 
 class AlreadyRunning(GlcicError):
@@ -31,21 +37,21 @@ def connection_file_path() -> Path:
     return default_runtime_dir() / CONNECTION_FILE_NAME
 
 
-def new_key() -> bytes:
-    return secrets.token_bytes(32)
-
-
-def write_connection_file(host: str, port: int, key: bytes) -> Path:
+def write_connection_file(host: str, port: int, keys: dict[str, str]) -> Path:
+    """`keys`: the CURVE keys clients need (security.Keys.connection_fields)."""
     document = {
         "protocol": PROTOCOL_VERSION,
         "host": host,
         "port": port,
         "pid": os.getpid(),
-        "key": key.hex(),
+        **keys,
     }
     path = connection_file_path()
     _private_dir(path.parent)
-    atomic_write_bytes(path, json.dumps(document, indent=2).encode(), mode=0o600)
+    try:
+        atomic_write_bytes(path, json.dumps(document, indent=2).encode(), mode=0o600)
+    except OSError as error:  # a full disk: one line naming it, not a traceback
+        raise write_failed(error, path) from None
     return path
 
 
@@ -54,20 +60,16 @@ def remove_connection_file() -> None:
         connection_file_path().unlink()
 
 
-def _private_dir(path: Path) -> None:
+def _private_dir(path: Path, create: bool = True) -> None:
     """Create the runtime folder for this user only, and refuse one somebody else controls
-    (e.g. planted in /tmp): whoever owns the folder could swap the files in it."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    with contextlib.suppress(OSError):
-        os.chmod(path, 0o700)
-    if os.name != "posix":
-        return
-    info = os.lstat(path)
-    if info.st_uid != os.getuid() or info.st_mode & 0o077 or not stat.S_ISDIR(info.st_mode):
-        raise GlcicError(
-            f"{path} belongs to another user or others can enter it; remove it, or set "
-            "XDG_RUNTIME_DIR to a folder of yours with mode 700"
-        )
+    (e.g. planted in /tmp): whoever owns the folder could swap the files in it. The rules are
+    the clients' too (protocol.check_runtime_dir), so both sides refuse the same folders."""
+    try:
+        check_runtime_dir(path, create=create)
+    except UnsafeRuntimeDir as error:
+        raise GlcicError(str(error)) from None
+    except OSError as error:
+        raise write_failed(error, error.filename or path) from None
 
 
 class DaemonLock:
@@ -79,14 +81,28 @@ class DaemonLock:
 
     def acquire(self) -> None:
         _private_dir(self.path.parent)
-        handle = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the daemon's life
-        if not _try_lock(handle):
+        try:
+            handle = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the daemon's life
+        except OSError as error:
+            raise write_failed(error, self.path) from None
+        # A client checking whether a daemon still runs takes the lock for an instant
+        # (protocol.Connection.daemon_alive): a few tries tell that from a daemon holding it.
+        for _ in range(50):
+            if _try_lock(handle):
+                break
+            time.sleep(0.02)
+        else:
             handle.close()
             raise AlreadyRunning("another glcic daemon is already running for this user")
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(str(os.getpid()))
+            handle.flush()
+        except OSError as error:  # a full disk: one line naming it, not a traceback
+            with contextlib.suppress(OSError):
+                handle.close()
+            raise write_failed(error, self.path) from None
         self.handle = handle
 
     def release(self) -> None:
@@ -100,6 +116,7 @@ class DaemonLock:
     def is_held() -> bool:
         """Whether a live daemon holds the lock (probing takes and drops it if free)."""
         path = default_runtime_dir() / LOCK_FILE_NAME
+        _private_dir(path.parent, create=False)  # never open a file in a folder others control
         if not path.exists():
             return False
         with open(path, "a+", encoding="utf-8") as handle:

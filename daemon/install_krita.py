@@ -66,6 +66,32 @@ def enable_in_kritarc(text: str, plugin: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def venv_shadowing_system_python(path: str | None = None) -> Path | None:
+    """The virtual environment whose python3 comes first on PATH, if it hides the system's
+    packages.
+
+    Debian's Krita embeds the system Python, which finds its home from the first python3 on
+    PATH: with a venv activated (made from /usr/bin/python3 without system site packages) that
+    home is the venv, PyQt5 is not importable, and Krita loads no Python plugin at all.
+    """
+    if sys.platform in ("win32", "darwin"):  # those builds bundle their own Python
+        return None
+    found = shutil.which("python3", path=path)
+    if found is None:
+        return None
+    venv = Path(found).parent.parent
+    config = venv / "pyvenv.cfg"
+    try:
+        text = config.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "include-system-site-packages" and value.strip().lower() == "true":
+            return None
+    return venv
+
+
 def install(dest: Path | None, python: str | None) -> InstallReport:
     """Install into `dest` (a pykrita folder; default: Krita's own for this user)."""
     report = InstallReport()
@@ -102,6 +128,13 @@ def install(dest: Path | None, python: str | None) -> InstallReport:
             "    sudo dnf install python3-zmq python3-msgpack      (Fedora)\n"
             "or, for the AppImage or another Krita with its own Python, run this command again "
             "with --python X.Y (that Python's version; Krita 5.2 bundles 3.10)."
+        )
+    venv = venv_shadowing_system_python() if bundled is None else None
+    if venv is not None:
+        report.warnings.append(
+            f"the virtual environment {venv} comes first on PATH: a Krita started from this "
+            "shell loads no Python plugins (\"No module named 'PyQt5'\"). Start Krita from the "
+            "desktop menu, or run 'deactivate' first."
         )
     report.notes.append("restart Krita, then use Tools > Scripts > Content-aware complete")
     return report

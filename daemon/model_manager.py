@@ -3,6 +3,10 @@
 A file added or replaced in the directory is noticed by its (mtime, size, inode) and loaded at
 once; if it fails to load, the error is logged and shown in `status`, and the version that was
 loaded before stays in service. Loaded networks are kept on the daemon's device.
+
+Loading a big file takes seconds, so it never happens under the lock the main thread takes to
+list models (`status`, `models`, checking a request): only the worker and the loader thread load,
+one scan at a time, and what a load produces is put in place under the lock in one step.
 """
 
 from __future__ import annotations
@@ -56,7 +60,8 @@ def _signature(path: Path) -> tuple[int, int, int]:
 
 
 class ModelManager:
-    """Thread-safe: the worker loads and uses models, the main thread lists them."""
+    """Thread-safe: the worker and the loader thread load and use models, the main thread lists
+    them without waiting for a load."""
 
     def __init__(
         self,
@@ -70,10 +75,22 @@ class ModelManager:
         self.precision = precision  # as asked (auto, float32, bfloat16): resolved per load
         self.configured_default = configured_default
         self.entries: dict[str, ModelEntry] = {}
+        #: Guards `entries`; held only for moments, never while a file loads.
         self.lock = threading.RLock()
+        #: One scan (and its loading) at a time: a second caller waits, then finds it done.
+        self.scan_lock = threading.Lock()
 
     def scan(self) -> None:
-        """Notice added, replaced and removed files, and load what changed."""
+        """Notice added, replaced and removed files, and load what changed.
+
+        Blocks while a file loads: call it from the worker or the loader thread, never from the
+        daemon's main thread (which only reads `entries`, under `lock`)."""
+        with self.scan_lock:
+            for entry in self._changed():
+                self._load(entry)
+
+    def _changed(self) -> list[ModelEntry]:
+        """Bring `entries` up to date with the folder; the entries whose files need loading."""
         found: dict[str, tuple[Path, bool]] = {}
         if PACKAGED_MODEL.is_file():
             found[BUILTIN_NAME] = (PACKAGED_MODEL, True)
@@ -81,6 +98,7 @@ class ModelManager:
             for path in sorted(self.directory.glob(f"*{MODEL_SUFFIX}")):
                 if not path.name.startswith("."):  # temporary files of atomic writes
                     found[path.stem] = (path, False)  # a file named default overrides the built-in
+        changed = []
         with self.lock:
             for name in list(self.entries):
                 if name not in found:
@@ -89,7 +107,10 @@ class ModelManager:
             for name, (path, builtin) in found.items():
                 entry = self.entries.get(name)
                 if entry is None or entry.path != path:
-                    entry = self.entries[name] = ModelEntry(name, path, builtin)
+                    # Another file under the same name: the loaded network serves until the new
+                    # file has loaded (or for good, if it fails), as for a replaced file.
+                    previous = entry.model if entry is not None else None
+                    entry = self.entries[name] = ModelEntry(name, path, builtin, model=previous)
                 try:
                     signature = _signature(path)
                 except OSError as error:  # vanished, a symlink loop, no permission, I/O error
@@ -97,17 +118,21 @@ class ModelManager:
                     continue
                 if signature != entry.signature:
                     entry.signature = signature
-                    self._load(entry)
+                    changed.append(entry)
+        return changed
 
     def _load(self, entry: ModelEntry) -> None:
+        """Load `entry`'s file outside `lock`, then put the result in place under it."""
         try:
             model = load_model(entry.path, device=self.device, precision=self.precision)
         except Exception as error:  # whatever is wrong with one file must not stop the daemon
-            entry.error = str(error)
-            kept = "; the previous version stays in service" if entry.model else ""
+            with self.lock:
+                entry.error = str(error)
+                kept = "; the previous version stays in service" if entry.model else ""
             log.error("model %s failed to load: %s%s", entry.name, error, kept)
             return
-        entry.model, entry.error = model, None
+        with self.lock:
+            entry.model, entry.error = model, None
         log.info("model %s loaded from %s", entry.name, entry.path)
 
     def default_name(self) -> str | None:

@@ -28,6 +28,9 @@ from glcic.errors import GlcicError
 PLUGINS_DIR = Path(__file__).resolve().parent / "plugins"
 CLIENT_MODULE = Path(__file__).resolve().parent / "protocol.py"
 CLIENT_NAME = "glcic_client.py"
+#: The client's other half (finding the daemon), under the name the client imports it by.
+DISCOVERY_MODULE = Path(__file__).resolve().parent / "discovery.py"
+DISCOVERY_NAME = "glcic_discovery.py"
 COMMON_NAME = "glcic_plugin_common.py"
 VENDOR_DIR = "vendor"
 #: What the thin client imports beyond the standard library.
@@ -44,6 +47,9 @@ class InstallReport:
 
     installed: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: The install worked, but something around it will get in the way (printed, exit 0).
+    warnings: list[str] = field(default_factory=list)
+    #: The plugin will not work until the user acts (printed, exit 1).
     problems: list[str] = field(default_factory=list)
 
 
@@ -73,6 +79,7 @@ def replace_tree(
         shutil.copytree(source, tree, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         if client_into is not None:
             shutil.copy2(CLIENT_MODULE, tree / client_into / CLIENT_NAME)
+            shutil.copy2(DISCOVERY_MODULE, tree / client_into / DISCOVERY_NAME)
             shutil.copy2(plugin_source("shared") / COMMON_NAME, tree / client_into / COMMON_NAME)
         if prepare is not None:
             prepare(tree)

@@ -2,26 +2,19 @@
 
 This one module is all a program needs to talk to `glcic-daemon`: the plugins copy it into Krita's
 and GIMP's own Python, which have no numpy and no torch, so it uses only the standard library,
-pyzmq and msgpack. The daemon imports its framing and signing from here too, so client and
+pyzmq and msgpack. The daemon imports its framing and limits from here too, so client and
 server cannot drift apart. The protocol is documented in docs/protocol.md.
 
-Messages are ZeroMQ multipart: [signature, header, payload...]. The header is msgpack; payload
-frames carry raw pixels (RGBA8) and masks (8-bit), never encoded. The signature is HMAC-SHA256,
-keyed with the secret from the owner-only connection file, over the header and every payload
-frame (each preceded by its length, so frames cannot be re-cut).
+Messages are ZeroMQ multipart: [header, payload...]. The header is msgpack; payload frames
+carry raw pixels (RGBA8) and masks (8-bit), never encoded, cut into frames of at most FRAME_LIMIT
+bytes. The connection is ZeroMQ's CURVE: encrypted, and the daemon admits only the client key
+pair from its owner-only connection file. While it waits, the client checks that the daemon
+still holds its lock file, so a daemon that died is reported within a second.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
 import math
-import os
-import stat
-import struct
-import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -33,9 +26,36 @@ from typing import Any
 import msgpack
 import zmq
 
-PROTOCOL_VERSION = 1
-CONNECTION_FILE_NAME = "daemon.json"
-APP_NAME = "glcic"
+# Finding the daemon lives in its own module, which plugins carry beside this one.
+if __package__ == "glcic.daemon":
+    from glcic.daemon import discovery
+elif __package__:  # Krita's plugin package
+    from . import glcic_discovery as discovery  # type: ignore[attr-defined]
+else:  # GIMP's plug-in folder
+    import glcic_discovery as discovery  # type: ignore[no-redef]
+
+PROTOCOL_VERSION = discovery.PROTOCOL_VERSION
+CONNECTION_FILE_NAME = discovery.CONNECTION_FILE_NAME
+LOCK_FILE_NAME = discovery.LOCK_FILE_NAME
+APP_NAME = discovery.APP_NAME
+FRAME_LIMIT = discovery.FRAME_LIMIT
+MAX_FRAME_BYTES = discovery.MAX_FRAME_BYTES
+LIVENESS_SECONDS = discovery.LIVENESS_SECONDS
+ClientError = discovery.ClientError
+DaemonNotRunning = discovery.DaemonNotRunning
+UnsafeRuntimeDir = discovery.UnsafeRuntimeDir
+NOT_RUNNING = discovery.NOT_RUNNING
+STOPPED = discovery.STOPPED
+DaemonTimeout = discovery.DaemonTimeout
+ProtocolMismatch = discovery.ProtocolMismatch
+CurveUnavailable = discovery.CurveUnavailable
+require_curve = discovery.require_curve
+default_runtime_dir = discovery.default_runtime_dir
+check_runtime_dir = discovery.check_runtime_dir
+default_connection_file = discovery.default_connection_file
+Connection = discovery.Connection
+read_connection_file = discovery.read_connection_file
+
 
 #: How far past a hole the completion network reads, in working pixels (the same number as
 #: glcic.networks.RECEPTIVE_FIELD_RADIUS; a test keeps them equal).
@@ -52,7 +72,6 @@ CANCEL_GRACE_SECONDS = 10.0
 IDEMPOTENT = frozenset({"ping", "status", "models"})
 
 # Stable error codes (the `code` of an `error` reply).
-UNAUTHORIZED = "unauthorized"
 VERSION_MISMATCH = "version_mismatch"
 BAD_REQUEST = "bad_request"
 TOO_LARGE = "too_large"
@@ -67,24 +86,6 @@ BAD_INPUT = "bad_input"
 INTERNAL = "internal"
 
 
-class ClientError(Exception):
-    """Base of everything this client raises; the message is meant for the user."""
-
-
-class DaemonNotRunning(ClientError): ...
-
-
-#: The whole story when no daemon runs (no connection file); other `DaemonNotRunning` messages
-#: carry a detail worth showing (a refused or unreadable file, a refused connection).
-NOT_RUNNING = "the glcic daemon is not running (start it with: glcic-daemon start)"
-
-
-class DaemonTimeout(ClientError): ...
-
-
-class ProtocolMismatch(ClientError): ...
-
-
 class DaemonError(ClientError):
     """An `error` reply: a stable `code` and a human message."""
 
@@ -93,20 +94,15 @@ class DaemonError(ClientError):
         self.code = code
 
 
-# -- framing and signing ---------------------------------------------------------------------
-def sign(key: bytes, frames: Sequence[bytes]) -> bytes:
-    """HMAC-SHA256 over the frames, each preceded by its 8-byte length."""
-    mac = hmac.new(key, digestmod=hashlib.sha256)
-    for frame in frames:
-        mac.update(struct.pack("<Q", len(frame)))
-        mac.update(frame)
-    return mac.hexdigest().encode("ascii")
-
-
-def pack(key: bytes, header: dict[str, Any], payload: Sequence[bytes] = ()) -> list[bytes]:
-    """[signature, header, payload...] ready for `send_multipart`."""
-    frames = [msgpack.packb(header, use_bin_type=True), *payload]
-    return [sign(key, frames), *frames]
+# -- framing ---------------------------------------------------------------------------------
+def pack(header: dict[str, Any], payload: Sequence[Any] = ()) -> list[Any]:
+    """[header, payload...] ready for `send_multipart`: each payload buffer is cut, uncopied,
+    into frames of at most FRAME_LIMIT bytes (the receiver joins them back)."""
+    frames: list[Any] = [msgpack.packb(header, use_bin_type=True)]
+    for part in payload:
+        view = memoryview(part).cast("B")
+        frames += [view[i : i + FRAME_LIMIT] for i in range(0, len(view), FRAME_LIMIT)]
+    return frames
 
 
 #: A header is a small map of scalars: refuse anything that could make unpacking expensive.
@@ -116,100 +112,16 @@ _HEADER_LIMITS = {
 }  # fmt: skip
 
 
-def unpack(key: bytes, frames: Sequence[Any]) -> tuple[dict[str, Any], list[Any]]:
-    """Check the signature in constant time and decode the header; raises ValueError, or
-    PermissionError for a bad signature. Frames may be bytes or zero-copy zmq.Frame objects;
-    payload frames come back as bytes or memoryviews, uncopied."""
-    if len(frames) < 2:
-        raise ValueError("a message needs a signature and a header")
+def unpack(frames: Sequence[Any]) -> tuple[dict[str, Any], list[Any]]:
+    """Decode the header; raises ValueError or msgpack's errors. Frames may be bytes or zero-copy
+    zmq.Frame objects; payload frames come back as bytes or memoryviews, uncopied."""
+    if not frames:
+        raise ValueError("a message needs a header")
     buffers = [f.buffer if isinstance(f, zmq.Frame) else f for f in frames]  # no copies
-    signature, rest = bytes(buffers[0]), buffers[1:]
-    if not hmac.compare_digest(signature, sign(key, rest)):
-        raise PermissionError("missing or wrong signature")
-    header = msgpack.unpackb(rest[0], raw=False, **_HEADER_LIMITS)
+    header = msgpack.unpackb(buffers[0], raw=False, **_HEADER_LIMITS)
     if not isinstance(header, dict):
         raise ValueError("the header is not a map")
-    return header, rest[1:]
-
-
-# -- where the daemon is ---------------------------------------------------------------------
-def default_runtime_dir() -> Path:
-    """Where the daemon puts its connection file: GLCIC_HOME/run when that is set, else a
-    per-user runtime folder. The daemon and every plugin compute it with this one function
-    (plugins carry a copy of this file), so they always agree; a library's rule could differ
-    between the daemon's copy and a plugin's."""
-    home = os.environ.get("GLCIC_HOME")
-    if home:
-        return Path(home).expanduser().resolve() / "run"
-    if sys.platform == "win32":
-        base = os.environ.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local")
-        return Path(base) / "Temp" / APP_NAME
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Caches" / "TemporaryItems" / APP_NAME
-    uid = os.getuid()
-    for candidate in (os.environ.get("XDG_RUNTIME_DIR", ""), f"/run/user/{uid}"):
-        if candidate and _is_private_dir(candidate, uid):
-            return Path(candidate) / APP_NAME
-    return Path(tempfile.gettempdir()) / f"runtime-{uid}" / APP_NAME
-
-
-def _is_private_dir(path: str, uid: int) -> bool:
-    """A real folder of this user that nobody else can enter, as XDG asks of a runtime dir."""
-    try:
-        info = os.lstat(path)
-    except OSError:
-        return False
-    return stat.S_ISDIR(info.st_mode) and info.st_uid == uid and not info.st_mode & 0o077
-
-
-def default_connection_file() -> Path:
-    explicit = os.environ.get("GLCIC_CONNECTION_FILE")
-    return Path(explicit) if explicit else default_runtime_dir() / CONNECTION_FILE_NAME
-
-
-@dataclass(frozen=True)
-class Connection:
-    host: str
-    port: int
-    key: bytes
-    pid: int
-    protocol: int
-
-    @property
-    def address(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"tcp://{host}:{self.port}"
-
-
-def _check_private(path: Path) -> None:
-    """Refuse a connection file another user could have written or read: its key is the only
-    thing keeping other users of the machine away from the daemon (and the images sent to it)."""
-    if os.name != "posix":
-        return
-    info = path.stat()
-    if info.st_uid != os.getuid() or info.st_mode & 0o077:
-        raise DaemonNotRunning(
-            f"refusing the connection file {path}: it must belong to you and be readable by you "
-            "only (mode 600); remove it and run: glcic-daemon start"
-        )
-
-
-def read_connection_file(path: Path | None = None) -> Connection:
-    path = path or default_connection_file()
-    try:
-        _check_private(path)
-        document = json.loads(path.read_text(encoding="utf-8"))
-        return Connection(
-            host=str(document["host"]), port=int(document["port"]), pid=int(document["pid"]),
-            key=bytes.fromhex(document["key"]), protocol=int(document["protocol"]),
-        )  # fmt: skip
-    except FileNotFoundError:
-        raise DaemonNotRunning(NOT_RUNNING) from None
-    except (OSError, ValueError, KeyError, TypeError, OverflowError) as error:
-        raise DaemonNotRunning(
-            f"the daemon's connection file {path} is unreadable ({error}); "
-            "restart it with: glcic-daemon start"
-        ) from None
+    return header, buffers[1:]
 
 
 # -- what to send ---------------------------------------------------------------------------
@@ -271,12 +183,10 @@ class Client:
         self, connection_file: Path | None = None, timeout: float = 10.0,
         context: zmq.Context | None = None,
     ) -> None:  # fmt: skip
-        self.connection = read_connection_file(connection_file)
-        if self.connection.protocol != PROTOCOL_VERSION:
-            raise ProtocolMismatch(
-                f"the running daemon speaks protocol {self.connection.protocol}, this client "
-                f"{PROTOCOL_VERSION}: update glcic (and reinstall the plugin) so both match"
-            )
+        self.connection = read_connection_file(connection_file)  # refuses other versions
+        self._next_check = 0.0
+        self._check_alive()  # a file left by a killed daemon costs no wait on a socket
+        require_curve()
         self.timeout = timeout
         self.context = context or zmq.Context.instance()
         self.socket: zmq.Socket | None = None
@@ -284,17 +194,15 @@ class Client:
 
     def _open(self) -> None:
         self.close()
-        self.socket = self.context.socket(zmq.DEALER)
-        self.socket.setsockopt(zmq.LINGER, 0)
-        if ":" in self.connection.host:
-            self.socket.setsockopt(zmq.IPV6, 1)
-        try:
-            self.socket.connect(self.connection.address)
-        except zmq.ZMQError as error:
-            raise DaemonNotRunning(
-                f"cannot connect to the daemon at {self.connection.address} ({error}); "
-                "restart it with: glcic-daemon start"
-            ) from None
+        self.socket = self.connection.socket(self.context)
+
+    def _check_alive(self) -> None:
+        """Raise DaemonNotRunning if the daemon is gone (checked every LIVENESS_SECONDS)."""
+        now = time.monotonic()
+        if now >= self._next_check:
+            self._next_check = now + LIVENESS_SECONDS
+            if not self.connection.daemon_alive():
+                raise DaemonNotRunning(STOPPED.format(pid=self.connection.pid))
 
     def close(self) -> None:
         if self.socket is not None:
@@ -312,31 +220,29 @@ class Client:
         request_id = uuid.uuid4().hex
         header = {"v": PROTOCOL_VERSION, "id": request_id, "op": op, **fields}
         assert self.socket is not None
-        self.socket.send_multipart(pack(self.connection.key, header, payload), copy=False)
+        self.socket.send_multipart(pack(header, payload), copy=False)
         return request_id
 
     def _receive(
         self, request_id: str, deadline: float, waited: float | None = None
     ) -> tuple[dict[str, Any], list[bytes]]:
-        """The next message for `request_id` (others, e.g. late replies, are dropped).
+        """The next message for `request_id` (others, e.g. late replies, are dropped); while
+        none comes, whether the daemon still runs is checked every LIVENESS_SECONDS.
 
         `waited` is the whole wait the caller allowed, for the timeout's message."""
         assert self.socket is not None
         while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not self.socket.poll(int(remaining * 1000) + 1):
+            wait = min(deadline - time.monotonic(), LIVENESS_SECONDS)
+            if wait <= 0 or not self.socket.poll(int(wait * 1000) + 1):
+                self._check_alive()
+                if time.monotonic() < deadline:
+                    continue
                 raise DaemonTimeout(
                     f"the glcic daemon did not answer within {waited or self.timeout:g} s "
                     "(is it busy or stuck? see: glcic-daemon status)"
                 )
             try:
-                header, payload = unpack(self.connection.key, self.socket.recv_multipart())
-            except PermissionError:
-                raise DaemonError(
-                    UNAUTHORIZED,
-                    "the daemon's replies are not signed with this connection's key: it was "
-                    "probably restarted; connect again",
-                ) from None
+                header, payload = unpack(self.socket.recv_multipart())
             except (ValueError, TypeError, msgpack.UnpackException):
                 raise ClientError("the daemon sent a malformed reply") from None
             if header.get("id") == request_id:
@@ -439,12 +345,15 @@ class Client:
                 if progress is not None:
                     progress(str(header.get("stage")), float(header.get("fraction", 0.0)))
                 continue
-            if kind == "result" and len(payload) == 1:
+            if kind == "result":
                 if cancel is not None and cancel.is_set():
                     raise cancelled
-                return CompletionResult(
-                    x=int(header["x"]), y=int(header["y"]),
-                    width=int(header["width"]), height=int(header["height"]), rgba=payload[0],
-                    model=str(header.get("model", "")), seconds=float(header.get("seconds", 0.0)),
-                )  # fmt: skip
+                width, height = int(header["width"]), int(header["height"])
+                rgba = b"".join(payload)  # the daemon cuts it in frames of FRAME_LIMIT bytes
+                if len(rgba) == width * height * 4:
+                    return CompletionResult(
+                        x=int(header["x"]), y=int(header["y"]), width=width, height=height,
+                        rgba=rgba, model=str(header.get("model", "")),
+                        seconds=float(header.get("seconds", 0.0)),
+                    )  # fmt: skip
             raise ClientError(f"unexpected reply from the daemon: {kind!r}")

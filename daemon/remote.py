@@ -4,7 +4,7 @@ The pipeline reads an image only inside its crops, and the crops follow from the
 model's trained hole sizes alone. `protocol.context_box` bounds them all from the mask's bounding
 box (the one rule the plugins use too; a property test checks it holds every pixel the pipeline
 reads), so sending just that sub-image gives the same result, bit for bit, as sending the whole
-image. For a small hole in a large photo this cuts what is signed, sent and checked from the
+image. For a small hole in a large photo this cuts what is encrypted, sent and checked from the
 whole layer to a few megabytes.
 """
 

@@ -4,6 +4,8 @@ The main thread owns the socket (ZeroMQ sockets are not thread-safe): it checks 
 each `complete` request completely before queueing it (the rules are in validation.py), answers
 quick operations itself (status, models, cancel...), and forwards what the worker (worker.py)
 sends back over an inproc socket. The worker runs jobs one at a time from a bounded FIFO queue.
+Model files are never loaded on the main thread: the worker loads what a job needs, and the
+loader thread answers `reload`, so `ping` and `status` answer while a big file loads.
 Nothing a client sends can stop the loop: every failure inside a request becomes an `error` reply.
 """
 
@@ -26,21 +28,20 @@ from glcic import __version__
 from glcic.daemon import protocol
 from glcic.daemon.connection import (
     DaemonLock,
-    new_key,
     remove_connection_file,
     write_connection_file,
 )
 from glcic.daemon.model_manager import ModelManager
+from glcic.daemon.security import Gatekeeper, Keys
 from glcic.daemon.validation import (
     ABANDONED_MESSAGE,
-    HEADER_FRAME_LIMIT,
     Job,
     RequestError,
     check_simple_request,
     read_message,
     validate_complete,
 )
-from glcic.daemon.worker import REPLIES_ADDRESS, Worker
+from glcic.daemon.worker import REPLIES_ADDRESS, Loader, Worker
 from glcic.errors import InputError
 from glcic.paths import models_dir
 from glcic.precision import resolve_precision
@@ -58,10 +59,6 @@ class ServerSettings:
     max_queue: int = 8
     request_timeout: float = 300.0
     max_side: int = 16384
-
-    @property
-    def max_frame_bytes(self) -> int:
-        return self.max_side * self.max_side * 4 + HEADER_FRAME_LIMIT
 
 
 def resolve_device(name: str) -> torch.device:
@@ -87,15 +84,20 @@ class Server:
         self.manager = ModelManager(
             models_dir(), self.device, settings.default_model, settings.precision
         )
-        self.key = new_key()
+        self.keys = Keys.generate()  # refuses a pyzmq without CURVE
         self.context = zmq.Context()
+        self.gatekeeper = Gatekeeper(self.context, self.keys)
         self.queue: collections.deque[Job] = collections.deque()
         self.queue_ready = threading.Condition()
         self.stopping = threading.Event()
         self.requests_served = 0
         self.started = time.time()
         self.address = ""
+        #: Up to when the main loop has read every message that arrived: a client's `alive`
+        #: messages are judged missing against this, never against time the loop was busy.
+        self.messages_read_at = time.monotonic()
         self.worker = Worker(self)
+        self.loader = Loader(self)
 
     # -- the queue (shared with the worker) --
 
@@ -108,11 +110,14 @@ class Server:
             self.worker.running = job
             return job
 
+    def client_gone(self, job: Job) -> bool:
+        """Whether `job`'s client stopped sending `alive` (see Job.abandoned)."""
+        return job.abandoned(self.messages_read_at)
+
     def _drop_abandoned(self, router: zmq.Socket) -> None:
         """Answer and drop queued jobs whose clients are gone, so the living do not wait."""
-        now = time.monotonic()
         with self.queue_ready:
-            gone = [job for job in self.queue if job.abandoned(now)]
+            gone = [job for job in self.queue if self.client_gone(job)]
             for job in gone:
                 self.queue.remove(job)
         for job in gone:
@@ -140,8 +145,9 @@ class Server:
     def run(self) -> int:
         lock = DaemonLock()
         lock.acquire()
+        self.gatekeeper.start()
         router = self.context.socket(zmq.ROUTER)
-        router.setsockopt(zmq.MAXMSGSIZE, self.settings.max_frame_bytes)
+        self.gatekeeper.secure(router)  # CURVE, this run's client key only, bounded frames
         host = self.settings.host
         if ":" in host:  # an IPv6 address
             router.setsockopt(zmq.IPV6, 1)
@@ -156,11 +162,13 @@ class Server:
             else:
                 port = router.bind_to_random_port(f"tcp://{host}")
             self.address = f"tcp://{host}:{port}"
-            self.manager.scan()
+            self.manager.scan()  # before anyone can connect: nothing waits on it
             self.worker.start()
+            self.loader.start()
             # Clients on this machine connect over loopback even when listening on all interfaces.
             wildcard = self.settings.host in ("0.0.0.0", "::", "*")
-            write_connection_file("127.0.0.1" if wildcard else self.settings.host, port, self.key)
+            local = "127.0.0.1" if wildcard else self.settings.host
+            write_connection_file(local, port, self.keys.connection_fields())
             self._install_signal_handlers()
             log.info("glcic daemon %s listening on %s, device %s, precision %s, default model %s",
                      __version__, self.address, self.device, self.precision.describe(),
@@ -195,6 +203,9 @@ class Server:
                     if not router.poll(0):
                         break
                     self._handle(router, router.recv_multipart(copy=False))
+            checked = time.monotonic()
+            if not router.poll(0):  # everything that arrived before `checked` has been read
+                self.messages_read_at = checked
             self._drop_abandoned(router)
 
     def _shutdown(self, router: zmq.Socket, replies: zmq.Socket) -> None:
@@ -214,14 +225,18 @@ class Server:
         running = self.worker.running
         if running is not None:
             running.cancel.set()
+        self.loader.stop()
         if self.worker.is_alive():
             self.worker.join(timeout=30)
+        if self.loader.is_alive():
+            self.loader.join(timeout=5)  # a file still loading is not waited for
         while replies.poll(100):
             router.send_multipart(replies.recv_multipart(copy=False), copy=False)
         replies.close(linger=0)
         router.close(linger=1000)
-        if self.worker.is_alive():  # stuck in one long batch: do not wait for it
-            log.warning("the running job did not stop in time; exiting without it")
+        self.gatekeeper.stop()
+        if self.worker.is_alive() or self.loader.is_alive():  # stuck: do not wait for it
+            log.warning("the running job or model load did not stop in time; exiting without it")
             self.context.destroy(linger=0)
         else:
             self.context.term()
@@ -241,13 +256,14 @@ class Server:
             header.update(type="error", code=error[0], message=error[1])
         else:
             header.update(type="reply", **fields)
-        router.send_multipart([identity, *protocol.pack(self.key, header)])
+        router.send_multipart([identity, *protocol.pack(header)])
 
     def _handle(self, router: zmq.Socket, frames: list[zmq.Frame]) -> None:
         identity = frames[0].bytes
         request_id = None
         try:
-            header, payload = read_message(self.key, frames[1:])
+            header, payload = read_message(frames[1:])
+            del frames[:]  # `payload` alone holds the frames: validation frees each once copied
             request_id = header["id"]
             self._dispatch(router, identity, header, payload)
         except RequestError as error:
@@ -280,7 +296,6 @@ class Server:
                 [
                     identity,
                     *protocol.pack(
-                        self.key,
                         {
                             "v": protocol.PROTOCOL_VERSION,
                             "id": request_id,
@@ -310,15 +325,8 @@ class Server:
             self._reply(router, identity, request_id, **self.status())
         elif op == "models":
             self._reply(router, identity, request_id, models=self.manager.describe())
-        elif op == "reload":
-            self.manager.scan()
-            self._reply(
-                router,
-                identity,
-                request_id,
-                models=self.manager.describe(),
-                errors=self.manager.errors(),
-            )
+        elif op == "reload":  # answered by the loader thread once the folder is rescanned
+            self.loader.request(identity, request_id)
         elif op == "cancel":
             self._reply(router, identity, request_id, **self._cancel(router, header.get("target")))
         elif op == "shutdown":

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import msgpack
+import numpy as np
 import zmq
 
 from glcic.daemon import protocol
@@ -58,10 +59,18 @@ class Job:
     keepalive: float | None = None
     last_seen: float = field(default_factory=time.monotonic)
 
-    def abandoned(self, now: float) -> bool:
+    def abandoned(self, read_until: float) -> bool:
         """Whether a client that promised `alive` messages has missed several: it is gone
-        (a host killed its plug-in, or crashed), so nobody is waiting for this result."""
-        return self.keepalive is not None and now - self.last_seen > ABANDON_AFTER * self.keepalive
+        (a host killed its plug-in, or crashed), so nobody is waiting for this result.
+
+        `read_until` is the last moment up to which the daemon has read every message that
+        arrived (the server's `messages_read_at`), not the time now: while the daemon is too
+        busy to read, the `alive` messages wait in its socket, and a live client must not be
+        judged gone for that."""
+        return (
+            self.keepalive is not None
+            and read_until - self.last_seen > ABANDON_AFTER * self.keepalive
+        )
 
 
 class ModelCatalog(Protocol):
@@ -74,22 +83,15 @@ class ModelCatalog(Protocol):
     def default_name(self) -> str | None: ...
 
 
-def read_message(key: bytes, frames: Sequence[Any]) -> tuple[dict[str, Any], list[Any]]:
-    """The header and payload of [signature, header, payload...] (bytes or zmq.Frame objects),
-    once its signature, protocol version and request id check out."""
-    if len(frames) < 2 or len(frames[1]) > HEADER_FRAME_LIMIT:
-        raise RequestError(
-            protocol.BAD_REQUEST, "malformed message: expected [signature, header, payload...]"
-        )
-    untrusted = untrusted_id(frames[1].bytes if isinstance(frames[1], zmq.Frame) else frames[1])
+def read_message(frames: Sequence[Any]) -> tuple[dict[str, Any], list[Any]]:
+    """The header and payload of [header, payload...] (bytes or zmq.Frame objects), once its
+    protocol version and request id check out. Who sent it is settled before: only a peer with
+    the connection file's client key gets a message through (security.py)."""
+    if not frames or len(frames[0]) > HEADER_FRAME_LIMIT:
+        raise RequestError(protocol.BAD_REQUEST, "malformed message: expected [header, payload...]")
+    untrusted = untrusted_id(frames[0].bytes if isinstance(frames[0], zmq.Frame) else frames[0])
     try:
-        header, payload = protocol.unpack(key, frames)
-    except PermissionError:
-        raise RequestError(
-            protocol.UNAUTHORIZED,
-            "missing or wrong signature: use the key in the daemon's connection file",
-            untrusted,
-        ) from None
+        header, payload = protocol.unpack(frames)
     except (ValueError, TypeError, msgpack.UnpackException):
         raise RequestError(
             protocol.BAD_REQUEST, "the header is not a valid msgpack map", untrusted
@@ -121,7 +123,7 @@ def untrusted_id(header: bytes) -> Any:
 
 def validate_complete(
     header: dict[str, Any],
-    payload: Sequence[Any],
+    payload: list[Any],
     models: ModelCatalog,
     *,
     identity: bytes = b"",
@@ -129,7 +131,11 @@ def validate_complete(
     timeout: float,
 ) -> Job:
     """A `complete` request as a job, checked completely: sizes against `max_side` and the
-    payload, the blend mode, the model, the keepalive period. The job gets `timeout` seconds."""
+    payload, the blend mode, the model, the keepalive period. The job gets `timeout` seconds.
+
+    The payload frames, joined, are the RGBA8 pixels then the 8-bit mask (cut anywhere, in
+    frames of at most protocol.FRAME_LIMIT bytes). Joining them empties `payload`: each frame
+    is dropped once copied, so the daemon holds a large image about once, not twice."""
     width, height = header.get("width"), header.get("height")
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in (width, height)):
         raise RequestError(protocol.BAD_REQUEST, "'width' and 'height' must be integers")
@@ -140,22 +146,12 @@ def validate_complete(
             protocol.TOO_LARGE,
             f"image {width}x{height} exceeds this daemon's limit of {max_side}x{max_side}",
         )
-    if len(payload) != 2:
+    pixel_bytes, size = width * height * 4, sum(len(frame) for frame in payload)
+    if size != pixel_bytes + width * height:
         raise RequestError(
             protocol.BAD_REQUEST,
-            f"'complete' takes 2 payload frames (RGBA8 pixels, 8-bit mask), got {len(payload)}",
-        )
-    pixels, mask = payload
-    if len(pixels) != width * height * 4:
-        raise RequestError(
-            protocol.BAD_REQUEST,
-            f"pixel frame has {len(pixels)} bytes; {width}x{height} RGBA8 needs "
-            f"{width * height * 4}",
-        )
-    if len(mask) != width * height:
-        raise RequestError(
-            protocol.BAD_REQUEST,
-            f"mask frame has {len(mask)} bytes; {width}x{height} 8-bit needs {width * height}",
+            f"'complete' takes {width}x{height} RGBA8 pixels then an 8-bit mask: "
+            f"{pixel_bytes} + {width * height} bytes of payload, got {size}",
         )
     blend = header.get("blend", "poisson")
     if blend not in BLEND_MODES:
@@ -181,10 +177,24 @@ def validate_complete(
             f"'keepalive' must be a number of seconds from {KEEPALIVE_RANGE[0]:g} to "
             f"{KEEPALIVE_RANGE[1]:g}",
         )
+    data = _joined(payload, size)
     return Job(
-        header["id"], identity, width, height, pixels, mask, model, blend, timeout,
-        keepalive=float(keepalive) if keepalive is not None else None,
+        header["id"], identity, width, height, data[:pixel_bytes], data[pixel_bytes:], model,
+        blend, timeout, keepalive=float(keepalive) if keepalive is not None else None,
     )  # fmt: skip
+
+
+def _joined(payload: list[Any], size: int) -> np.ndarray:
+    """The frames of `payload` as one buffer of `size` bytes; `payload` ends up empty."""
+    data = np.empty(size, np.uint8)  # untouched pages: it grows as the frames shrink
+    offset = 0
+    payload.reverse()
+    while payload:
+        chunk = np.frombuffer(payload.pop(), np.uint8)
+        data[offset : offset + chunk.size] = chunk
+        offset += chunk.size
+        del chunk  # the frame's last reference: ZeroMQ frees it now
+    return data
 
 
 def check_simple_request(op: Any, payload: Sequence[Any]) -> None:

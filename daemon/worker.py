@@ -5,6 +5,9 @@ event, result and error goes out through its own PUSH socket to the main thread,
 it. It checks for cancellation, abandoned clients and timeouts between crops, and on CUDA
 out-of-memory retries a job with smaller crops before giving up. Any failure of a job becomes an
 `error` reply for that job; nothing a job does can stop the worker.
+
+The loader thread (`Loader`) answers `reload` the same way, so loading a big model file never
+holds up the main thread: `ping`, `status` and the clients' `alive` messages are read meanwhile.
 """
 
 from __future__ import annotations
@@ -77,9 +80,7 @@ class Worker(threading.Thread):
 
     def _send(self, socket: zmq.Socket, job: Job, header: dict, payload: list = ()) -> None:
         frames = protocol.pack(
-            self.server.key,
-            {"v": protocol.PROTOCOL_VERSION, "id": job.request_id, **header},
-            payload,
+            {"v": protocol.PROTOCOL_VERSION, "id": job.request_id, **header}, payload
         )
         socket.send_multipart([job.identity, *frames], copy=False)
 
@@ -91,10 +92,9 @@ class Worker(threading.Thread):
             self._send(socket, job, {"type": "progress", "stage": stage, "fraction": fraction})
 
         def should_stop() -> bool:
-            now = time.monotonic()
-            if job.abandoned(now):
+            if self.server.client_gone(job):
                 job.cancel.set()
-            return job.cancel.is_set() or now > job.deadline
+            return job.cancel.is_set() or time.monotonic() > job.deadline
 
         try:
             name, model = self.server.manager.get(job.model)
@@ -121,7 +121,7 @@ class Worker(threading.Thread):
             code = protocol.TIMEOUT if timed_out else protocol.CANCELLED
             if timed_out:
                 message = f"the request took longer than {self.server.settings.request_timeout:g} s"
-            elif job.abandoned(time.monotonic()):
+            elif self.server.client_gone(job):
                 message = ABANDONED_MESSAGE
                 log.info("dropped %s: its client is gone", job.request_id)
             else:
@@ -168,3 +168,61 @@ class Worker(threading.Thread):
 
     def _error(self, socket: zmq.Socket, job: Job, code: str, message: str) -> None:
         self._send(socket, job, {"type": "error", "code": code, "message": message})
+
+
+class Loader(threading.Thread):
+    """Answers `reload` requests: rescans the model folder off the main thread.
+
+    Requests that arrive while a scan runs are answered together by the next one (which sees
+    whatever changed meanwhile); replies go out through this thread's own PUSH socket, like the
+    worker's. A failed load is not a failed reload: it shows in the reply's `errors`, and the
+    version loaded before stays in service.
+    """
+
+    def __init__(self, server: Server) -> None:
+        super().__init__(name="glcic-loader", daemon=True)
+        self.server = server
+        self.waiting: list[tuple[bytes, str]] = []
+        self.wake = threading.Condition()
+
+    def request(self, identity: bytes, request_id: str) -> None:
+        with self.wake:
+            self.waiting.append((identity, request_id))
+            self.wake.notify()
+
+    def stop(self) -> None:
+        with self.wake:
+            self.wake.notify()
+
+    def run(self) -> None:
+        socket = self.server.context.socket(zmq.PUSH)
+        socket.connect(REPLIES_ADDRESS)
+        try:
+            while True:
+                with self.wake:
+                    while not self.waiting and not self.server.stopping.is_set():
+                        self.wake.wait(1.0)
+                    batch, self.waiting = self.waiting, []
+                if self.server.stopping.is_set():
+                    answer = {"type": "error", "code": protocol.SHUTTING_DOWN,
+                              "message": "the daemon is shutting down"}  # fmt: skip
+                    self._answer(socket, batch, answer)
+                    return
+                self._answer(socket, batch, self._reload())
+        finally:
+            socket.close(linger=1000)
+
+    def _reload(self) -> dict:
+        manager = self.server.manager
+        try:
+            manager.scan()
+            return {"type": "reply", "models": manager.describe(), "errors": manager.errors()}
+        except Exception as error:  # e.g. the model folder unreadable: an answer, not a crash
+            log.error("reloading the models failed:\n%s", traceback.format_exc())
+            return {"type": "error", "code": protocol.INTERNAL,
+                    "message": f"internal error: {type(error).__name__}: {error}"}  # fmt: skip
+
+    def _answer(self, socket: zmq.Socket, batch: list[tuple[bytes, str]], fields: dict) -> None:
+        for identity, request_id in batch:
+            frames = protocol.pack({"v": protocol.PROTOCOL_VERSION, "id": request_id, **fields})
+            socket.send_multipart([identity, *frames])

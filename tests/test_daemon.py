@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import os
 import signal
+import socket
 import stat
+import struct
+import subprocess
 import threading
 import time
+from contextlib import suppress
 from pathlib import Path
 
 import msgpack
@@ -18,8 +24,9 @@ import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
-from support.daemon import Daemon, daemon_cli, save_tiny, tiny_daemon
+from support.daemon import Daemon, daemon_cli, many_holes_job, save_tiny, tiny_daemon
 from support.models import make_tiny_model
+from zmq.utils import z85
 
 from glcic import ModelMetadata, complete, load_model, new_model, save_model
 from glcic.daemon import protocol
@@ -69,24 +76,26 @@ def _remote(client: Client, rgba: np.ndarray, mask: np.ndarray, **options) -> np
 
 
 def _raw_socket(connection: protocol.Connection) -> zmq.Socket:
-    socket = zmq.Context.instance().socket(zmq.DEALER)
-    socket.setsockopt(zmq.LINGER, 0)
-    socket.connect(connection.address)
-    return socket
+    """A DEALER with the connection file's keys, sending whatever a test builds."""
+    return connection.socket(zmq.Context.instance())
 
 
 def _receive(socket: zmq.Socket, timeout_ms: int = 20000) -> tuple[dict, list]:
     assert socket.poll(timeout_ms), "no reply"
     frames = socket.recv_multipart()
-    return msgpack.unpackb(frames[1], raw=False), frames[2:]
+    return msgpack.unpackb(frames[0], raw=False), frames[1:]
 
 
 def test_connection_file_is_private_and_complete(daemon: Daemon) -> None:
     mode = stat.S_IMODE(daemon.connection_file.stat().st_mode)
     assert mode == 0o600
     document = json.loads(daemon.connection_file.read_text())
-    assert set(document) == {"protocol", "host", "port", "pid", "key"}
-    assert document["host"] == "127.0.0.1" and len(bytes.fromhex(document["key"])) == 32
+    assert set(document) == {"protocol", "host", "port", "pid", "server_key", "client_key", "key"}
+    assert document["host"] == "127.0.0.1" and document["protocol"] == protocol.PROTOCOL_VERSION
+    keys = [bytes.fromhex(document[name]) for name in ("server_key", "client_key", "key")]
+    assert all(len(key) == 32 for key in keys) and len(set(keys)) == 3
+    # The client's secret key is the one its public key comes from.
+    assert zmq.curve_public(z85.encode(keys[2])) == z85.encode(keys[1])
 
 
 def test_every_operation_round_trips(daemon: Daemon) -> None:
@@ -173,24 +182,162 @@ def test_eight_concurrent_clients_get_their_own_replies(daemon: Daemon) -> None:
     assert not failures, failures
 
 
-def test_unsigned_and_wrongly_signed_requests_are_refused(daemon: Daemon) -> None:
+# -- peers without the keys (issue 17, items 1 and 2) ------------------------------------------
+
+
+def _curve_socket(connection: protocol.Connection, server_key: bytes, client_pair) -> zmq.Socket:
+    dealer = zmq.Context.instance().socket(zmq.DEALER)
+    dealer.setsockopt(zmq.LINGER, 0)
+    dealer.curve_serverkey = server_key
+    dealer.curve_publickey, dealer.curve_secretkey = client_pair
+    dealer.connect(connection.address)
+    return dealer
+
+
+def test_peers_without_the_keys_get_no_message_in(daemon: Daemon) -> None:
+    """Protocol 1 answered anyone with `unauthorized`; now a peer without the connection
+    file's keys never gets a message through, so nothing at all comes back."""
     connection = read_connection_file(daemon.connection_file)
-    socket = _raw_socket(connection)
-    header = msgpack.packb({"v": 1, "id": "x1", "op": "ping"})
-    for signature in (b"", b"0" * 64, protocol.sign(b"another key", [header])):
-        socket.send_multipart([signature, header])
-        reply, _ = _receive(socket)
-        assert reply["type"] == "error" and reply["code"] == protocol.UNAUTHORIZED
-        assert reply["id"] == "x1"
-    # A correct signature over other frames (payload appended afterwards) is refused too.
-    frames = protocol.pack(connection.key, {"v": 1, "id": "x2", "op": "ping"})
-    socket.send_multipart([*frames, b"smuggled"])
-    assert _receive(socket)[0]["code"] == protocol.UNAUTHORIZED
-    socket.close()
+    ping = msgpack.packb({"v": protocol.PROTOCOL_VERSION, "id": "p", "op": "ping"})
+
+    def answered(stranger: zmq.Socket) -> bool:
+        try:
+            stranger.send_multipart([ping])
+            stranger.send_multipart([b"0" * 64, ping])  # protocol 1's [signature, header] too
+            return bool(stranger.poll(3000))
+        finally:
+            stranger.close()
+
+    plain = zmq.Context.instance().socket(zmq.DEALER)  # no encryption at all
+    plain.setsockopt(zmq.LINGER, 0)
+    plain.connect(connection.address)
+    assert not answered(plain)
+    # The daemon's public key, but a client key of its own: the ZAP handler refuses it.
+    assert not answered(_curve_socket(connection, connection.server_key, zmq.curve_keypair()))
+    # The client's keys, but another server key: the handshake fails.
+    other_server = zmq.curve_keypair()[0]
+    assert not answered(_curve_socket(connection, other_server, (connection.client_key, b"x" * 32)))
+    assert daemon.client().ping()["pong"]
+    assert "refused connections with an unknown key" in daemon.log()
 
 
-def _send_signed(socket, key: bytes, header: dict, payload=()) -> dict:
-    socket.send_multipart(protocol.pack(key, header, payload))
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM in /proc")
+
+
+def _stream_frames(port: int, mechanism: bytes, frames: list[tuple[int, int]]) -> None:
+    """A raw ZMTP 3.0 peer: a greeting with `mechanism`, for NULL the READY a DEALER sends,
+    then frames of (size, flags) full of zeros, streamed from one 1 MiB buffer, until the
+    daemon hangs up."""
+    greeting = b"\xff" + bytes(8) + b"\x7f" + bytes([3, 0]) + mechanism.ljust(20, b"\0")
+    ready = b"\x05READY\x0bSocket-Type" + struct.pack(">I", 6) + b"DEALER"
+    chunk = bytes(1 << 20)
+    with suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=30) as peer:
+        peer.sendall(greeting + bytes(32))
+        if mechanism == b"NULL":
+            peer.sendall(bytes([0x04, len(ready)]) + ready)
+        for size, flags in frames:
+            peer.sendall(bytes([flags | 0x02]) + struct.pack(">Q", size))  # 0x02: 8-byte size
+            for _ in range(size // len(chunk)):
+                peer.sendall(chunk)
+        time.sleep(1.0)
+
+
+def test_a_keyless_peer_cannot_make_the_daemon_hold_a_big_message(daemon: Daemon) -> None:
+    """Protocol 1 let any local user send one unsigned two-frame message of up to 2 x 1 GiB,
+    which ZeroMQ received whole before the signature was checked. Now no frame, a CURVE
+    handshake command included, may exceed MAX_FRAME_BYTES, and nothing but the handshake
+    comes before the keys are checked."""
+    connection = read_connection_file(daemon.connection_file)
+    before = _peak_rss_mb(connection.pid)
+    size = 256 << 20
+    # An unencrypted DEALER's two-frame message (0x01: more frames follow) ...
+    _stream_frames(connection.port, b"NULL", [(size, 0x01), (size, 0x00)])
+    # ... and a peer that announces CURVE, then sends huge handshake commands (0x04).
+    _stream_frames(connection.port, b"CURVE", [(size, 0x04), (size, 0x04)])
+    assert _peak_rss_mb(connection.pid) - before < 50  # 512 MB more, before
+    assert daemon.client().ping()["pid"] == connection.pid
+
+
+class _Recorder:
+    """A TCP relay to the daemon that keeps every byte its one client sent."""
+
+    def __init__(self, port: int) -> None:
+        self.target = port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.sent = bytearray()
+        self.done = threading.Event()
+        threading.Thread(target=self._relay, daemon=True).start()
+
+    def _relay(self) -> None:
+        client, _ = self.listener.accept()
+        upstream = socket.create_connection(("127.0.0.1", self.target))
+        threading.Thread(target=self._pump, args=(upstream, client, None), daemon=True).start()
+        self._pump(client, upstream, self.sent)
+        self.done.set()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket, keep: bytearray | None) -> None:
+        with suppress(OSError):
+            while data := source.recv(1 << 16):
+                if keep is not None:
+                    keep += data
+                sink.sendall(data)
+        with suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+
+def _replay(port: int, recorded: bytes) -> None:
+    """Send what a client sent, paced as it was: the greeting, then each handshake command
+    (ZMTP frames flagged 0x04) once the daemon has answered the one before, then the rest."""
+    pieces, index = [recorded[:64]], 64
+    while index < len(recorded) and recorded[index] & 0x04:
+        if recorded[index] & 0x02:  # an 8-byte size
+            head, size = 9, int.from_bytes(recorded[index + 1 : index + 9], "big")
+        else:
+            head, size = 2, recorded[index + 1]
+        pieces.append(recorded[index : index + head + size])
+        index += head + size
+    pieces.append(recorded[index:])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as replay, suppress(OSError):
+        replay.settimeout(0.5)
+        for piece in pieces:
+            replay.sendall(piece)
+            with suppress(TimeoutError):
+                replay.recv(1 << 16)  # the daemon's greeting or handshake answer
+        replay.settimeout(5)
+        while replay.recv(1 << 16):  # whatever comes back, until the daemon hangs up
+            pass
+
+
+def test_a_request_captured_on_the_wire_does_not_run_again(daemon: Daemon, tmp_path) -> None:
+    """A `complete` request recorded between a client and the daemon, replayed byte for byte
+    from another socket: CURVE's handshake makes session keys afresh for every connection (the
+    daemon's cookie changes), so the replay never gets a message through."""
+    connection = read_connection_file(daemon.connection_file)
+    recorder = _Recorder(connection.port)
+    document = json.loads(daemon.connection_file.read_text())
+    relayed = tmp_path / "daemon.json"  # the same daemon, reached through the recorder
+    relayed.write_text(json.dumps({**document, "port": recorder.port}))
+    relayed.chmod(0o600)
+    rgba, mask = _job(4)
+    with Client(relayed, timeout=20) as client:
+        assert client.complete(rgba.shape[1], rgba.shape[0], rgba.tobytes(), mask.tobytes())
+    assert recorder.done.wait(20) and len(recorder.sent) > rgba.nbytes
+    served = daemon.client().status()["requests_served"]
+    completed = daemon.log().count("completed ")
+    _replay(connection.port, bytes(recorder.sent))
+    time.sleep(3)  # time enough for a replayed job to run (it takes milliseconds)
+    assert daemon.client().status()["requests_served"] == served
+    assert daemon.log().count("completed ") == completed
+
+
+def _send(socket, header: dict, payload=()) -> dict:
+    socket.send_multipart(protocol.pack(header, payload))
     while True:
         reply, _ = _receive(socket)
         if reply.get("type") != "progress":
@@ -200,10 +347,10 @@ def _send_signed(socket, key: bytes, header: dict, payload=()) -> dict:
 def test_bad_requests_get_the_right_codes(daemon: Daemon) -> None:
     connection = read_connection_file(daemon.connection_file)
     socket = _raw_socket(connection)
-    key = connection.key
+    version = protocol.PROTOCOL_VERSION
 
     def code(header: dict, payload=()) -> str:
-        return _send_signed(socket, key, {"v": 1, "id": "r", **header}, payload).get("code")
+        return _send(socket, {"v": version, "id": "r", **header}, payload).get("code")
 
     assert code({"op": "complete", "width": 20000, "height": 10}, [b"", b""]) == protocol.TOO_LARGE
     assert (
@@ -229,10 +376,7 @@ def test_bad_requests_get_the_right_codes(daemon: Daemon) -> None:
     )  # empty mask
     assert code({"op": "dance"}) == protocol.BAD_REQUEST
     assert code({"op": "ping"}, [b"payload"]) == protocol.BAD_REQUEST
-    assert (
-        _send_signed(socket, key, {"v": 99, "id": "r", "op": "ping"})["code"]
-        == protocol.VERSION_MISMATCH
-    )
+    assert _send(socket, {"v": 99, "id": "r", "op": "ping"})["code"] == protocol.VERSION_MISMATCH
     socket.close()
     assert daemon.client().ping()["pong"]
 
@@ -257,7 +401,7 @@ _FRAMES_4X4 = [b"\0" * 64, b"\0" * 16]
 
 def _validate(header: dict, payload=_FRAMES_4X4, models: _Models | None = None):
     return validate_complete(
-        {"v": 1, "id": "r", "op": "complete", **header}, payload, models or _Models(),
+        {"v": 1, "id": "r", "op": "complete", **header}, list(payload), models or _Models(),
         identity=b"me", max_side=1000, timeout=30.0,
     )  # fmt: skip
 
@@ -271,6 +415,19 @@ def test_a_valid_complete_request_becomes_a_job_without_a_socket() -> None:
     assert (job.model, job.blend, job.keepalive) == (None, "poisson", None)
 
 
+def test_payload_frames_are_joined_wherever_they_were_cut() -> None:
+    """Pixels then mask, cut in frames of any size (the client cuts at FRAME_LIMIT): joined
+    back, and each frame let go once copied (the list ends up empty)."""
+    data = bytes(range(80))
+    payload = [data[:10], memoryview(data)[10:70], zmq.Frame(data[70:]).buffer]
+    job = validate_complete(
+        {"v": 1, "id": "r", "width": 4, "height": 4}, payload, _Models(), max_side=8, timeout=1
+    )
+    assert bytes(job.pixels) == data[:64] and bytes(job.mask) == data[64:] and payload == []
+    frames = protocol.pack({"id": "x"}, [bytes(2 * protocol.FRAME_LIMIT + 5), b"\1" * 3])
+    assert [len(frame) for frame in frames[1:]] == [protocol.FRAME_LIMIT] * 2 + [5, 3]
+
+
 @pytest.mark.parametrize(
     ("header", "payload", "models", "code", "words"),
     [
@@ -278,9 +435,11 @@ def test_a_valid_complete_request_becomes_a_job_without_a_socket() -> None:
         ({"width": True, "height": 4}, _FRAMES_4X4, None, protocol.BAD_REQUEST, "integers"),
         ({"width": 0, "height": 4}, [b"", b""], None, protocol.BAD_REQUEST, "empty"),
         ({"width": 1001, "height": 4}, _FRAMES_4X4, None, protocol.TOO_LARGE, "1000x1000"),
-        ({"width": 4, "height": 4}, _FRAMES_4X4[:1], None, protocol.BAD_REQUEST, "got 1"),
-        ({"width": 4, "height": 4}, [b"\0" * 63, b"\0" * 16], None, protocol.BAD_REQUEST, "pixel"),
-        ({"width": 4, "height": 4}, [b"\0" * 64, b"\0" * 15], None, protocol.BAD_REQUEST, "mask"),
+        ({"width": 4, "height": 4}, _FRAMES_4X4[:1], None, protocol.BAD_REQUEST, "got 64"),
+        ({"width": 4, "height": 4}, [b"\0" * 63, b"\0" * 16], None, protocol.BAD_REQUEST,
+         "64 \\+ 16 bytes of payload, got 79"),
+        ({"width": 4, "height": 4}, [b"\0" * 64, b"\0" * 17], None, protocol.BAD_REQUEST,
+         "got 81"),
         ({"width": 4, "height": 4, "blend": "x"}, _FRAMES_4X4, None, protocol.BAD_REQUEST, "blend"),
         ({"width": 4, "height": 4, "model": "nope"}, _FRAMES_4X4, None, protocol.UNKNOWN_MODEL,
          "'nope'"),
@@ -302,26 +461,24 @@ def test_bad_complete_requests_are_refused_without_a_socket(
 
 
 def test_messages_are_checked_before_dispatch_without_a_socket() -> None:
-    key = b"k" * 32
-    frames = protocol.pack(key, {"v": 1, "id": "a", "op": "ping"}, [b"x"])
+    version = protocol.PROTOCOL_VERSION
+    frames = protocol.pack({"v": version, "id": "a", "op": "ping"}, [b"x"])
     for given_frames in (frames, [zmq.Frame(frame) for frame in frames]):  # bytes or zero-copy
-        header, payload = read_message(key, given_frames)
+        header, payload = read_message(given_frames)
         assert header["op"] == "ping" and [bytes(frame) for frame in payload] == [b"x"]
 
     def refusal(frames: list) -> tuple[str, object]:
         with pytest.raises(RequestError) as refused:
-            read_message(key, frames)
+            read_message(frames)
         return refused.value.code, refused.value.request_id
 
-    assert refusal([b"signature only"]) == (protocol.BAD_REQUEST, None)
-    oversized = msgpack.packb({"v": 1, "id": "big", "op": "ping", "pad": "x" * 70000})
-    assert refusal([protocol.sign(key, [oversized]), oversized]) == (protocol.BAD_REQUEST, None)
-    signed_elsewhere = protocol.pack(b"another key", {"v": 1, "id": "b", "op": "ping"})
-    assert refusal(signed_elsewhere) == (protocol.UNAUTHORIZED, "b")
-    assert refusal([protocol.sign(key, [b"\x93"]), b"\x93"]) == (protocol.BAD_REQUEST, None)
-    assert refusal(protocol.pack(key, {"v": 99, "id": "c"})) == (protocol.VERSION_MISMATCH, "c")
-    assert refusal(protocol.pack(key, {"v": 1, "id": 7})) == (protocol.BAD_REQUEST, 7)
-    assert refusal(protocol.pack(key, {"v": 1})) == (protocol.BAD_REQUEST, None)
+    assert refusal([]) == (protocol.BAD_REQUEST, None)
+    oversized = msgpack.packb({"v": version, "id": "big", "op": "ping", "pad": "x" * 70000})
+    assert refusal([oversized]) == (protocol.BAD_REQUEST, None)
+    assert refusal([b"\x93"]) == (protocol.BAD_REQUEST, None)
+    assert refusal(protocol.pack({"v": 1, "id": "c"})) == (protocol.VERSION_MISMATCH, "c")
+    assert refusal(protocol.pack({"v": version, "id": 7})) == (protocol.BAD_REQUEST, 7)
+    assert refusal(protocol.pack({"v": version})) == (protocol.BAD_REQUEST, None)
     check_simple_request("ping", [])
     with pytest.raises(RequestError, match="no payload") as refused:
         check_simple_request("ping", [b"payload"])
@@ -335,7 +492,7 @@ _scalars = st.one_of(
 _headers = st.fixed_dictionaries(
     {},
     optional={
-        "v": st.one_of(st.just(1), _scalars),
+        "v": st.one_of(st.just(protocol.PROTOCOL_VERSION), _scalars),
         "id": st.one_of(st.text(min_size=1, max_size=10), _scalars),
         "op": st.one_of(
             st.sampled_from(["ping", "status", "models", "complete", "cancel", "reload", "bogus"]),
@@ -349,8 +506,8 @@ _headers = st.fixed_dictionaries(
     },
 )
 _messages = st.one_of(
-    st.lists(st.binary(max_size=64), min_size=1, max_size=5),  # raw, usually unsigned frames
-    st.tuples(_headers, st.lists(st.binary(max_size=160), max_size=3)),  # signed, valid msgpack
+    st.lists(st.binary(max_size=64), min_size=1, max_size=5),  # raw frames, rarely msgpack
+    st.tuples(_headers, st.lists(st.binary(max_size=160), max_size=3)),  # valid msgpack
 )
 
 
@@ -367,7 +524,7 @@ def test_fuzzed_frames_and_headers_never_stop_the_daemon(daemon: Daemon) -> None
         if isinstance(message, tuple):
             header, payload = message
             try:
-                frames = protocol.pack(connection.key, header, payload)
+                frames = protocol.pack(header, payload)
             except (TypeError, ValueError, OverflowError):
                 return
         else:
@@ -409,7 +566,9 @@ def test_busy_queue_cancel_and_timeout(tmp_path: Path) -> None:
         pixels = np.full((size, size, 4), 120, np.uint8).tobytes()
 
         def send(header: dict, payload=()) -> None:
-            socket.send_multipart(protocol.pack(connection.key, {"v": 1, **header}, payload))
+            socket.send_multipart(
+                protocol.pack({"v": protocol.PROTOCOL_VERSION, **header}, payload)
+            )
 
         job = {"op": "complete", "width": size, "height": size}
         for request_id in ("a", "b", "c"):
@@ -447,16 +606,6 @@ def test_busy_queue_cancel_and_timeout(tmp_path: Path) -> None:
         timed.stop()
 
 
-def _many_holes_job(size: int = 3000) -> tuple[bytes, bytes]:
-    """A job of many separate crops: seconds with a half-width model, with stops between."""
-    mask = np.zeros((size, size), np.uint8)
-    for index in range(36):
-        y, x = 100 + 500 * (index // 6), 100 + 500 * (index % 6)
-        side = 10 + 3 * index
-        mask[y : y + side, x : x + side] = 255
-    return np.full((size, size, 4), 120, np.uint8).tobytes(), mask.tobytes()
-
-
 def test_requests_of_a_client_that_stopped_sending_alive_are_dropped(tmp_path: Path) -> None:
     """A host that kills its plug-in (GIMP on Cancel) leaves requests nobody will read: the
     daemon drops them, running and queued, once their `alive` messages stop."""
@@ -468,10 +617,12 @@ def test_requests_of_a_client_that_stopped_sending_alive_are_dropped(tmp_path: P
     try:
         connection = read_connection_file(running.connection_file)
         socket = _raw_socket(connection)
-        pixels, mask = _many_holes_job()
+        pixels, mask = many_holes_job()
 
         def send(header: dict, payload=()) -> None:
-            socket.send_multipart(protocol.pack(connection.key, {"v": 1, **header}, payload))
+            socket.send_multipart(
+                protocol.pack({"v": protocol.PROTOCOL_VERSION, **header}, payload)
+            )
 
         job = {"op": "complete", "width": 3000, "height": 3000, "keepalive": 0.2}
         send({"id": "bad", **job, "keepalive": 0}, [pixels, mask])
@@ -545,6 +696,12 @@ def test_hot_reload_and_a_corrupt_file(tmp_path: Path) -> None:
         running.stop()
 
 
+def _timed_cli(home: Path, *args: str) -> tuple[float, subprocess.CompletedProcess]:
+    started = time.monotonic()
+    result = daemon_cli(home, *args)
+    return time.monotonic() - started, result
+
+
 def test_sigkill_then_start_again(tmp_path: Path) -> None:
     home = tmp_path / "home"
     save_tiny(home, "tiny")
@@ -554,8 +711,21 @@ def test_sigkill_then_start_again(tmp_path: Path) -> None:
     os.kill(old_pid, signal.SIGKILL)
     time.sleep(0.5)
     assert running.connection_file.exists()  # stale, left behind
-    with pytest.raises(ClientError):  # the stale file points at a dead daemon
-        Client(running.connection_file, timeout=1.0).ping()
+    # The stale file points at a dead daemon: said at once, without waiting on a socket
+    # (the lock beside it is free), not after the client's timeout.
+    started = time.monotonic()
+    with pytest.raises(DaemonNotRunning, match=f"daemon stopped \\(pid {old_pid}\\)"):
+        Client(running.connection_file, timeout=30.0).ping()
+    assert time.monotonic() - started < 5.0  # the timeout (30 s) twice, before
+    # So status and stop cost what starting Python costs (before: 10 s more, the CLI's 5 s
+    # ping timeout twice), and start takes over at once.
+    bare, _ = _timed_cli(home, "--help")
+    seconds, status = _timed_cli(home, "status")
+    assert status.returncode == 2 and "not running" in status.stderr
+    assert seconds < bare + 5.0
+    seconds, stop = _timed_cli(home, "stop")
+    assert stop.returncode == 0 and "not running" in stop.stdout
+    assert seconds < bare + 5.0
     result = running.start()
     try:
         assert "started" in result.stdout
@@ -717,3 +887,316 @@ def test_connection_file_readable_by_others_is_refused(daemon: Daemon) -> None:
             daemon.client()
     finally:
         daemon.connection_file.chmod(0o600)
+
+
+# -- a daemon that is busy, or whose disk is full (issue 17, items 3, 6-9) ---------------------
+
+#: A sitecustomize hook for the daemon process only (test code, not the daemon's): model files
+#: named delayed*.safetensors take GLCIC_TEST_LOAD_DELAY seconds longer to load, and a marker
+#: named after the model appears in GLCIC_TEST_LOADING when their loading starts.
+_DELAYED_LOADING_HOOK = """
+import os, sys, time
+from pathlib import Path
+
+if "--foreground" in sys.argv:
+    from glcic.daemon import model_manager
+
+    _load = model_manager.load_model
+
+    def _delayed_load(path, *args, **kwargs):
+        if Path(path).stem.startswith("delayed"):
+            (Path(os.environ["GLCIC_TEST_LOADING"]) / Path(path).stem).touch()
+            time.sleep(float(os.environ["GLCIC_TEST_LOAD_DELAY"]))
+        return _load(path, *args, **kwargs)
+
+    model_manager.load_model = _delayed_load
+"""
+
+#: The same for a full disk: in the daemon process, every write to stderr fails with ENOSPC
+#: (/dev/full), and so does writing the lock file.
+_FULL_DISK_HOOK = """
+import errno, os, sys
+
+if "--foreground" in sys.argv:
+    os.dup2(os.open("/dev/full", os.O_WRONLY), 2)
+    from glcic.daemon import connection
+
+    def _open(path, *args, **kwargs):
+        handle = open(path, *args, **kwargs)
+
+        def flush():
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        handle.flush = flush
+        return handle
+
+    connection.open = _open
+"""
+
+
+def _hook_daemons(tmp_path: Path, monkeypatch, hook: str, **variables: str) -> None:
+    """Daemons started by this test run `hook` at start-up (through PYTHONPATH)."""
+    folder = tmp_path / "hook"
+    folder.mkdir()
+    (folder / "sitecustomize.py").write_text(hook)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(folder),
+                       os.environ.get("PYTHONPATH")])))  # fmt: skip
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+
+
+def _delayed_loading(tmp_path: Path, monkeypatch, seconds: float) -> Path:
+    markers = tmp_path / "loading"
+    markers.mkdir()
+    _hook_daemons(tmp_path, monkeypatch, _DELAYED_LOADING_HOOK,
+                  GLCIC_TEST_LOAD_DELAY=str(seconds), GLCIC_TEST_LOADING=str(markers))  # fmt: skip
+    return markers
+
+
+def _wait_until(condition, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.05)
+
+
+def _answers_at_once(client: Client) -> None:
+    for call in (client.status, client.ping):
+        started = time.monotonic()
+        call()
+        waited = time.monotonic() - started
+        assert waited < 2.0, f"{call.__name__} took {waited:.1f} s while a model loaded"
+
+
+def test_loading_a_model_never_holds_up_ping_and_status(tmp_path: Path, monkeypatch) -> None:
+    """Item 6: a file dropped in, `reload`, and a model's first use all load off the main
+    thread; the loaded models keep serving meanwhile."""
+    markers = _delayed_loading(tmp_path, monkeypatch, seconds=6.0)
+    home = tmp_path / "home"
+    save_tiny(home, "tiny")
+    running = Daemon(home, "--model", "tiny", "--device", "cpu")
+    running.start()
+    try:
+        client = running.client()
+        # A file dropped into the folder: the idle worker notices and loads it.
+        save_tiny(home, "delayed1", seed=1)
+        _wait_until(lambda: (markers / "delayed1").exists())
+        _answers_at_once(client)
+        rgba, mask = _job(4)
+        assert np.array_equal(_remote(client, rgba, mask), complete(rgba, mask, make_tiny_model(0)))
+        _wait_until(lambda: "delayed1" in client.status()["loaded_models"])
+        # `reload`: answered once the new file has loaded, without holding up anyone else.
+        save_tiny(home, "delayed2", seed=2)
+        reloaded: dict = {}
+        reloading = threading.Thread(target=lambda: reloaded.update(running.client().reload()))
+        reloading.start()
+        _wait_until(lambda: (markers / "delayed2").exists())
+        _answers_at_once(client)
+        reloading.join(timeout=60)
+        assert {m["name"]: m["loaded"] for m in reloaded["models"]}["delayed2"]
+        # The first use of a model that just appeared.
+        save_tiny(home, "delayed3", seed=3)
+        used: dict = {}
+
+        def use() -> None:
+            used["pixels"] = _remote(running.client(timeout=60), rgba, mask, model="delayed3")
+
+        using = threading.Thread(target=use)
+        using.start()
+        _wait_until(lambda: (markers / "delayed3").exists())
+        _answers_at_once(client)
+        using.join(timeout=60)
+        assert np.array_equal(used["pixels"], complete(rgba, mask, make_tiny_model(3)))
+    finally:
+        running.stop()
+
+
+def test_a_slow_reload_never_cancels_a_live_clients_job(tmp_path: Path, monkeypatch) -> None:
+    """Item 7: while `reload` loads a big file, a client sending `alive` keeps its job."""
+    _delayed_loading(tmp_path, monkeypatch, seconds=6.0)
+    home = tmp_path / "home"
+    torch.manual_seed(0)
+    save_model(new_model(ModelMetadata(width=0.5)), home / "models" / "work.safetensors")
+    running = Daemon(home, "--model", "work", "--device", "cpu")
+    running.start()
+    try:
+        pixels, mask = many_holes_job()  # tens of seconds with this model
+        outcome: dict = {}
+
+        def job() -> None:
+            try:
+                outcome["result"] = running.client(timeout=300).complete(
+                    3000, 3000, pixels, mask, keepalive=0.2, timeout=300
+                )
+            except ClientError as error:
+                outcome["error"] = error
+
+        sent = time.monotonic()
+        working = threading.Thread(target=job)
+        working.start()
+        client = running.client()
+        _wait_until(lambda: client.status()["running"] is not None)
+        save_tiny(home, "delayed", seed=1)
+        reload_started = time.monotonic()
+        reply = running.client(timeout=120).reload()
+        reload_seconds = time.monotonic() - reload_started
+        working.join(timeout=300)
+        assert "error" not in outcome, outcome.get("error")
+        assert reload_seconds > 5.0  # the reload did wait for the slow file
+        assert {m["name"]: m["loaded"] for m in reply["models"]}["delayed"]
+        # The job was still computing well after the reload began: it had `alive` to miss.
+        assert sent + outcome["result"].seconds > reload_started + 1.0
+        assert "its client is gone" not in running.log()
+    finally:
+        running.stop()
+
+
+def test_alive_messages_are_judged_by_when_the_daemon_could_read_them(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """Item 7: time the main loop could not read messages never counts against a client."""
+    from glcic.daemon.server import Server, ServerSettings
+
+    monkeypatch.setenv("GLCIC_HOME", str(tmp_path))
+    server = Server(ServerSettings(device="cpu"))
+    try:
+        job = _validate({"width": 4, "height": 4, "keepalive": 0.1})
+        server.messages_read_at = job.last_seen  # everything read up to the request
+        time.sleep(0.5)  # five `alive` periods in which the loop was busy elsewhere
+        assert not server.client_gone(job)
+        server.messages_read_at = time.monotonic()  # read again, and no `alive` had come
+        assert server.client_gone(job)
+    finally:
+        server.context.term()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="modes are POSIX")
+def test_logs_are_private_even_when_they_were_not(tmp_path: Path) -> None:
+    """Item 3: the log folder is 700 and its files 600, also when they existed wider."""
+    home = tmp_path / "home"
+    logs = home / "logs"
+    logs.mkdir(parents=True)
+    logs.chmod(0o755)
+    for name in ("daemon.log", "daemon.log.1", "daemon.stderr"):
+        (logs / name).write_text("from before\n")
+        (logs / name).chmod(0o644)
+    save_tiny(home, "tiny")
+    running = Daemon(home, "--model", "tiny", "--device", "cpu")
+    running.start()
+    try:
+        assert stat.S_IMODE(logs.stat().st_mode) == 0o700
+        for path in logs.iterdir():
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    finally:
+        running.stop()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="modes are POSIX")
+def test_rotated_logs_stay_private(tmp_path: Path) -> None:
+    from glcic.daemon.files import PrivateLogFile
+
+    handler = PrivateLogFile(tmp_path / "daemon.log", maxBytes=300, backupCount=2)
+    for index in range(40):
+        handler.emit(logging.makeLogRecord({"msg": f"line {index} " + "x" * 40}))
+    handler.close()
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "daemon.log", "daemon.log.1", "daemon.log.2",
+    ]  # fmt: skip
+    for path in tmp_path.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+
+
+def _full_disk_open(path, *args, **kwargs):
+    """open(), but nothing written reaches the disk: it is full (ENOSPC when flushed)."""
+    handle = open(path, *args, **kwargs)  # noqa: SIM115 - the caller closes it
+
+    def flush() -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    handle.flush = flush
+    return handle
+
+
+def test_start_in_the_foreground_on_a_full_disk_says_so_in_one_line(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """Item 8: one line naming the full disk and the file, exit status 2, no traceback."""
+    from glcic.daemon import cli, connection
+
+    monkeypatch.setenv("GLCIC_HOME", str(tmp_path))
+    monkeypatch.setattr(connection, "open", _full_disk_open, raising=False)
+    logger = logging.getLogger("glcic.daemon")
+    before = list(logger.handlers), logger.level, logger.propagate
+    try:
+        status = cli.main(["start", "--foreground", "--device", "cpu"])
+    finally:
+        for handler in [h for h in logger.handlers if h not in before[0]]:
+            logger.removeHandler(handler)
+            handler.close()
+        logger.setLevel(before[1])
+        logger.propagate = before[2]
+    error = capsys.readouterr().err
+    assert status == 2
+    assert error.count("\n") == 1 and "Traceback" not in error, error
+    assert "the disk is full" in error and str(tmp_path / "run" / "daemon.lock") in error
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_start_on_a_full_disk_reports_the_daemons_reason(tmp_path: Path, monkeypatch) -> None:
+    """Item 8: the detached daemon cannot write its logs, yet `start` says why it stopped."""
+    _hook_daemons(tmp_path, monkeypatch, _FULL_DISK_HOOK)
+    home = tmp_path / "home"
+    save_tiny(home, "tiny")
+    result = daemon_cli(home, "start", "--device", "cpu", "--model", "tiny")
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "the daemon did not start: the disk is full" in result.stderr
+    assert str(home / "run" / "daemon.lock") in result.stderr
+
+
+def test_daemon_stderr_keeps_only_what_escapes_logging(daemon: Daemon) -> None:
+    """Item 9: log lines go to daemon.log (rotated), not into daemon.stderr too."""
+    client = daemon.client()
+    for seed in range(20):
+        _remote(client, *_job(seed))
+    logs = daemon.home / "logs"
+    assert (logs / "daemon.log").read_text().count("completed") >= 20
+    stderr = (logs / "daemon.stderr").read_bytes()
+    assert b"completed" not in stderr and len(stderr) < 4096, stderr[-1000:]
+
+
+def test_stderr_escaping_logging_is_trimmed_to_its_end(tmp_path: Path) -> None:
+    """What escapes logging (a C library repeating a warning) cannot grow daemon.stderr without
+    bound: over the limit, only its end is kept, and later writes still land after it."""
+    from glcic.daemon.files import open_private, trim_to_tail
+
+    path = tmp_path / "daemon.stderr"
+    handle = open_private(path)
+    fd = handle.fileno()
+    try:
+        os.write(fd, b"early\n" * 10)
+        assert not trim_to_tail(fd, limit=1000, keep=100)
+        lines = b"".join(b"line %06d\n" % i for i in range(2000))
+        os.write(fd, lines)
+        assert trim_to_tail(fd, limit=1000, keep=110)
+        os.write(fd, b"after\n")
+    finally:
+        handle.close()
+    text = path.read_bytes()
+    assert text == b"[earlier output trimmed]\n" + lines[-110:] + b"after\n"
+
+
+def test_cli_complete_refuses_an_output_folder_that_does_not_exist(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    """Like a missing input: one line and exit status 2, and no folders made."""
+    rgba, mask = _job(8)
+    Image.fromarray(rgba[..., :3]).save(tmp_path / "in.png")
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    out = tmp_path / "missing" / "deeper" / "out.png"
+    result = daemon_cli(
+        daemon.home, "complete", str(tmp_path / "in.png"), str(tmp_path / "mask.png"), str(out)
+    )
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "does not exist" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "missing").exists()

@@ -29,7 +29,7 @@ from support.hosts import driver_results, require_host
 from support.models import make_tiny_model
 
 from glcic import complete
-from glcic.daemon import install_gimp, protocol
+from glcic.daemon import discovery, install_gimp, protocol
 from glcic.daemon.plugin_install import python_can_import
 
 REPO = Path(__file__).resolve().parents[1]
@@ -306,11 +306,12 @@ def test_install_gimp_puts_the_plugin_folder_in_place(tmp_path) -> None:
     folder = plugins / "glcic_complete"
     main = folder / "glcic_complete.py"
     assert {p.name for p in folder.iterdir()} == {
-        "glcic_complete.py", "glcic_client.py", "glcic_plugin_common.py"
+        "glcic_complete.py", "glcic_client.py", "glcic_discovery.py", "glcic_plugin_common.py"
     }  # fmt: skip
     assert main.stat().st_mode & (stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH) == 0o111
     assert main.read_text().startswith("#!/usr/bin/env python3\n")
     assert (folder / "glcic_client.py").read_bytes() == Path(protocol.__file__).read_bytes()
+    assert (folder / "glcic_discovery.py").read_bytes() == Path(discovery.__file__).read_bytes()
     common = REPO / "plugins" / "shared" / "glcic_plugin_common.py"
     assert (folder / "glcic_plugin_common.py").read_bytes() == common.read_bytes()
     assert [p.name for p in plugins.iterdir()] == ["glcic_complete"]  # no staging leftovers

@@ -21,7 +21,7 @@ from support.models import make_tiny_model
 
 from glcic import complete
 from glcic.crops import Box, find_hole_groups, plan_crop
-from glcic.daemon import protocol
+from glcic.daemon import discovery, protocol
 from glcic.daemon.install_krita import enable_in_kritarc
 from glcic.networks import RECEPTIVE_FIELD_RADIUS
 from glcic.pipeline import DEFAULT_MAX_WORKING_SIDE
@@ -276,9 +276,35 @@ def test_install_krita_puts_every_piece_in_place(tmp_path) -> None:
     assert (pykrita / "glcic_complete.desktop").is_file()
     assert (pykrita.parent / "actions" / "glcic_complete.action").is_file()
     assert (package / "glcic_client.py").read_bytes() == Path(protocol.__file__).read_bytes()
+    assert (package / "glcic_discovery.py").read_bytes() == Path(discovery.__file__).read_bytes()
     assert kritarc.read_text() == "[General]\nkeep=me\n\n[python]\nenable_glcic_complete=true\n"
     leftovers = [p.name for p in pykrita.iterdir() if p.name.startswith(".")]
     assert leftovers == []
+
+
+@pytest.mark.skipif(sys.platform in ("win32", "darwin"), reason="Linux distribution Krita")
+def test_install_krita_warns_of_a_venv_first_on_path(tmp_path) -> None:
+    """Debian's Krita takes its Python home from the first python3 on PATH: an activated venv
+    without system site packages hides PyQt5 and Krita loads no Python plugin."""
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python3").symlink_to(sys.executable)
+    path = f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
+    pykrita = str(tmp_path / "pykrita")
+    for config, warned in (
+        ("home = /usr/bin\ninclude-system-site-packages = false\n", True),
+        ("home = /usr/bin\n", True),
+        ("home = /usr/bin\ninclude-system-site-packages = true\n", False),
+    ):
+        (venv / "pyvenv.cfg").write_text(config)
+        result = _install(tmp_path, "krita", "--dest", pykrita, PATH=path)
+        assert result.returncode == 0, result.stderr
+        warning = f"the virtual environment {venv} comes first on PATH"
+        assert (warning in result.stderr) is warned, (config, result.stderr)
+        assert ("'deactivate'" in result.stderr) is warned
+    (venv / "pyvenv.cfg").unlink()  # a plain folder holding a python3 is not a venv
+    result = _install(tmp_path, "krita", "--dest", pykrita, PATH=path)
+    assert "virtual environment" not in result.stderr
 
 
 def test_install_into_an_unwritable_place_fails_cleanly(tmp_path) -> None:
@@ -333,15 +359,22 @@ class _ScriptedDaemon:
 
     def __init__(self, tmp_path: Path) -> None:
         import zmq
+        from zmq.utils import z85
 
-        self.key = os.urandom(32)
+        server_public, server_secret = zmq.curve_keypair()
+        client_public, client_secret = zmq.curve_keypair()
         self.context = zmq.Context()
         self.socket = self.context.socket(zmq.ROUTER)
         self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.curve_server = True  # no ZAP handler: any client with the server key
+        self.socket.curve_secretkey = server_secret
         port = self.socket.bind_to_random_port("tcp://127.0.0.1")
         self.connection_file = tmp_path / "daemon.json"
-        document = {"host": "127.0.0.1", "port": port, "key": self.key.hex(), "pid": os.getpid(),
-                    "protocol": protocol.PROTOCOL_VERSION}  # fmt: skip
+        document = {"host": "127.0.0.1", "port": port, "pid": os.getpid(),
+                    "protocol": protocol.PROTOCOL_VERSION,
+                    "server_key": z85.decode(server_public).hex(),
+                    "client_key": z85.decode(client_public).hex(),
+                    "key": z85.decode(client_secret).hex()}  # fmt: skip
         self.connection_file.write_text(json.dumps(document))
         self.connection_file.chmod(0o600)
 
@@ -351,13 +384,13 @@ class _ScriptedDaemon:
         while time.monotonic() < deadline:
             if self.socket.poll(100):
                 identity, *frames = self.socket.recv_multipart()
-                header, _ = protocol.unpack(self.key, frames)
+                header, _ = protocol.unpack(frames)
                 if header.get("op") == op:
                     return identity, header
         raise AssertionError(f"no {op!r} message arrived")
 
     def reply(self, identity: bytes, header: dict, payload=()) -> None:
-        self.socket.send_multipart([identity, *protocol.pack(self.key, header, payload)])
+        self.socket.send_multipart([identity, *protocol.pack(header, payload)])
 
     def close(self) -> None:
         self.socket.close()

@@ -236,6 +236,14 @@ def describe_client_error(error: Exception, host: str) -> str:
             f"reinstall the plugin with `glcic-daemon install-plugin {host}`, and restart the "
             f"daemon.\n\n({error})"
         )
+    if isinstance(error, client_module.CurveUnavailable):
+        return (
+            f"The Python that {host.capitalize()} runs plugins with has a ZeroMQ without "
+            "encryption, which the glcic daemon requires. Install your distribution's "
+            "python3-zmq, or bundle a pyzmq that has it with the plugin: "
+            f"`glcic-daemon install-plugin {host} --python X.Y` (X.Y: that Python's version)."
+            f"\n\n({error})"
+        )
     if isinstance(error, client_module.DaemonError):
         return describe_daemon_error(error)
     return f"The glcic daemon could not be reached: {error}"
@@ -249,6 +257,5 @@ def describe_daemon_error(error: client_module.DaemonError) -> str:
         client_module.UNKNOWN_MODEL: "The daemon does not have the requested model.",
         client_module.TIMEOUT: "The completion took longer than the daemon allows.",
         client_module.SHUTTING_DOWN: "The daemon is shutting down. " + HOW_TO_START,
-        client_module.UNAUTHORIZED: "The daemon was restarted during the request; try again.",
     }.get(error.code, "The glcic daemon could not complete the selection.")
     return f"{advice}\n\n({error})"

@@ -10,6 +10,8 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
+
 from glcic import save_model
 from glcic.daemon.protocol import Client, read_connection_file
 
@@ -80,3 +82,14 @@ def tiny_daemon(home: Path) -> Iterator[Daemon]:
         yield running
     finally:
         running.stop()
+
+
+def many_holes_job(size: int = 3000) -> tuple[bytes, bytes]:
+    """RGBA pixels and a mask with 36 separate holes: many crops, so seconds of work with a
+    half-width model, with stops between crops where a cancel or a kill can land."""
+    mask = np.zeros((size, size), np.uint8)
+    for index in range(36):
+        y, x = 100 + 500 * (index // 6), 100 + 500 * (index % 6)
+        side = 10 + 3 * index
+        mask[y : y + side, x : x + side] = 255
+    return np.full((size, size, 4), 120, np.uint8).tobytes(), mask.tobytes()

@@ -6,7 +6,7 @@ layer's pixels around it, has the glcic daemon complete the selected area, and p
 a new layer directly above that layer, with the selection as its alpha, in one undo step.
 
 `glcic-daemon install-plugin gimp` puts this file in a folder of the same name in GIMP's plug-ins
-folder, with the thin client (glcic_client.py), the plugins' shared module
+folder, with the thin client (glcic_client.py, glcic_discovery.py), the plugins' shared module
 (glcic_plugin_common.py) and, for GIMP builds with their own Python, pyzmq and msgpack (vendor/).
 
 Threads: GIMP's API is used from this process's main thread only. The daemon call runs in a
