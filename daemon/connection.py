@@ -81,19 +81,19 @@ class DaemonLock:
 
     def acquire(self) -> None:
         _private_dir(self.path.parent)
-        try:
-            handle = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the daemon's life
-        except OSError as error:
-            raise write_failed(error, self.path) from None
-        # A client checking whether a daemon still runs takes the lock for an instant
-        # (protocol.Connection.daemon_alive): a few tries tell that from a daemon holding it.
-        for _ in range(50):
-            if _try_lock(handle):
+        while True:
+            try:
+                handle = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held for life
+            except OSError as error:
+                raise write_failed(error, self.path) from None
+            if not _lock_with_retries(handle):
+                handle.close()
+                raise AlreadyRunning("another glcic daemon is already running for this user")
+            if _still_named(handle, self.path):
                 break
-            time.sleep(0.02)
-        else:
+            # The daemon that held it removed the file while this one waited: the lock is on a
+            # file no client can see. Start again on the file that the path names now.
             handle.close()
-            raise AlreadyRunning("another glcic daemon is already running for this user")
         try:
             handle.seek(0)
             handle.truncate()
@@ -120,10 +120,31 @@ class DaemonLock:
         if not path.exists():
             return False
         with open(path, "a+", encoding="utf-8") as handle:
-            if _try_lock(handle):
+            if _lock_with_retries(handle):
                 _unlock(handle)
                 return False
             return True
+
+
+def _lock_with_retries(handle: IO[str]) -> bool:
+    """Take the lock, trying for about a second: a client checking whether the daemon still
+    runs (discovery.Connection.daemon_alive) holds it for an instant, which must not read as a
+    daemon holding it."""
+    for _ in range(50):
+        if _try_lock(handle):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def _still_named(handle: IO[str], path: Path) -> bool:
+    """Whether `path` still names the open file `handle` (not removed or replaced since)."""
+    try:
+        named = os.stat(path)
+    except FileNotFoundError:
+        return False
+    opened = os.fstat(handle.fileno())
+    return (named.st_dev, named.st_ino) == (opened.st_dev, opened.st_ino)
 
 
 if os.name == "nt":  # pragma: no cover - exercised on Windows only

@@ -107,12 +107,12 @@ STDERR_KEEP = 256 << 10
 
 def trim_to_tail(fd: int, limit: int = STDERR_LIMIT, keep: int = STDERR_KEEP) -> bool:
     """If the file open on `fd` (read-write, in append mode: `open_private`) is over `limit`
-    bytes, keep only its last `keep` bytes; returns whether it trimmed. Appends that race with
-    the trim land after it."""
-    size = os.fstat(fd).st_size
-    if size <= limit:
+    bytes, keep only its last `keep` bytes; returns whether it trimmed. Best effort: a line
+    written in the instant between reading the tail and truncating is lost."""
+    if os.fstat(fd).st_size <= limit:
         return False
-    tail = os.pread(fd, keep, size - keep)
+    size = os.fstat(fd).st_size  # read again just before: the window for a lost line is tiny
+    tail = os.pread(fd, keep, max(0, size - keep))
     os.ftruncate(fd, 0)
     os.write(fd, b"[earlier output trimmed]\n" + tail)
     return True
@@ -121,6 +121,8 @@ def trim_to_tail(fd: int, limit: int = STDERR_LIMIT, keep: int = STDERR_KEEP) ->
 def keep_stderr_bounded(interval: float = 30.0) -> None:
     """Check the process's stderr (a detached daemon's daemon.stderr) every `interval` seconds
     and trim it with `trim_to_tail`; a pipe or terminal is left alone."""
+    if not hasattr(os, "pread"):  # Windows: no positioned reads; the file is emptied per start
+        return
     try:
         if not stat.S_ISREG(os.fstat(2).st_mode):
             return

@@ -29,6 +29,9 @@ log = logging.getLogger("glcic.daemon")
 
 #: The ZAP domain of the daemon's socket: the handler answers for it alone.
 ZAP_DOMAIN = "glcic"
+#: How long a connecting peer has to complete the CURVE handshake, in milliseconds. A local
+#: client needs a few; a loaded machine some hundreds.
+HANDSHAKE_MS = 5000
 #: Refused connections are logged at most this often (a flood must not fill the log).
 REFUSAL_LOG_SECONDS = 60.0
 
@@ -102,6 +105,9 @@ class Gatekeeper:
     def secure(self, socket: zmq.Socket) -> None:
         """Make `socket` a CURVE server behind this handler, with bounded frames."""
         socket.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_FRAME_BYTES)
+        # A peer must finish the handshake this fast (libzmq's default is 30 s): each stalled
+        # keyless connection may hold up to a frame, so this bounds what many of them hold.
+        socket.setsockopt(zmq.HANDSHAKE_IVL, HANDSHAKE_MS)
         socket.curve_server = True
         socket.curve_secretkey = self.keys.server_secret
         socket.curve_publickey = self.keys.server_public

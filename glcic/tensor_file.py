@@ -75,6 +75,8 @@ class TensorFile:
     metadata: Any  # the header's "__metadata__" as found (validated by the caller)
     tensors: dict[str, TensorEntry]
     data_start: int  # file offset of the data section
+    #: (device, inode, size, mtime) when the header was read: the data must come from that file.
+    identity: tuple[int, int, int, int]
 
     def read(self, name: str) -> torch.Tensor:
         """Read one tensor from the file into fresh memory (see the module docstring)."""
@@ -85,6 +87,11 @@ class TensorFile:
         result: dict[str, torch.Tensor] = {}
         try:
             with open(self.path, "rb") as handle:
+                if _identity(os.fstat(handle.fileno())) != self.identity:
+                    raise ModelFileError(
+                        f"{self.path}: the file changed while it was read (replaced or "
+                        "rewritten); try again"
+                    )
                 for name in names:
                     result[name] = self._read_one(handle, self.tensors[name])
         except OSError as error:
@@ -117,7 +124,8 @@ def open_tensor_file(path: str | os.PathLike[str]) -> TensorFile:
         raise ModelFileError(f"{path}: not a file")
     try:
         with open(path, "rb") as handle:
-            file_size = os.fstat(handle.fileno()).st_size
+            opened = os.fstat(handle.fileno())
+            file_size = opened.st_size
             prefix = handle.read(8)
             if len(prefix) < 8:
                 raise ModelFileError(f"{path}: file is empty or truncated ({len(prefix)} bytes)")
@@ -148,7 +156,11 @@ def open_tensor_file(path: str | os.PathLike[str]) -> TensorFile:
     metadata = header.pop("__metadata__", None)
     entries = {name: _entry(path, name, value) for name, value in header.items()}
     _check_layout(path, entries, data_size=file_size - 8 - length)
-    return TensorFile(path, metadata, entries, data_start=8 + length)
+    return TensorFile(path, metadata, entries, data_start=8 + length, identity=_identity(opened))
+
+
+def _identity(info: os.stat_result) -> tuple[int, int, int, int]:
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
 
 
 def _entry(path: Path, name: str, value: Any) -> TensorEntry:

@@ -385,9 +385,7 @@ def test_a_header_too_large_says_so(tmp_path: Path) -> None:
         load_model(path)
 
 
-def test_a_file_that_shrinks_while_loading_gives_a_clear_error(
-    tmp_path: Path, model, monkeypatch
-) -> None:
+def test_a_file_that_shrinks_while_loading_gives_a_clear_error(tmp_path: Path, model) -> None:
     """The tensors are read, not mapped: a file cut short under the reader is an error, not
     a SIGBUS that would kill the daemon."""
     from glcic import tensor_file
@@ -396,8 +394,23 @@ def test_a_file_that_shrinks_while_loading_gives_a_clear_error(
     save_model(model, path)
     opened = tensor_file.open_tensor_file(path)
     os.truncate(path, opened.data_start + 100)
-    monkeypatch.setattr(tensor_file, "open_tensor_file", lambda _: opened)
-    with pytest.raises(ModelFileError, match="changed or shrank while it was read"):
+    with pytest.raises(ModelFileError, match="the file changed while it was read"):
+        opened.read_many(list(opened.tensors))
+
+
+def test_a_file_replaced_between_header_and_tensors_is_not_read_with_old_offsets(
+    tmp_path: Path, model
+) -> None:
+    """An atomic replace (rename) after the header was read: the tensors would come from the
+    new file at the old file's offsets, wrong weights without an error, were it not checked."""
+    from glcic import tensor_file
+
+    path = tmp_path / "m.safetensors"
+    save_model(model, path)
+    opened = tensor_file.open_tensor_file(path)
+    torch.manual_seed(1)
+    save_model(new_model(model.metadata), path)  # same size, other weights, a new inode
+    with pytest.raises(ModelFileError, match="the file changed while it was read"):
         opened.read_many(list(opened.tensors))
 
 

@@ -190,3 +190,31 @@ def test_group_write_is_refused_unless_the_group_is_the_users_own(fallback, monk
     monkeypatch.setattr(discovery, "_private_group", lambda gid, uid: True)  # a user private group
     connection.write_connection_file("127.0.0.1", 5555, _KEY)
     assert protocol.read_connection_file().port == 5555
+
+
+@pytest.mark.skipif(os.name != "posix", reason="flock")
+def test_a_daemon_waiting_for_the_lock_never_keeps_one_on_a_removed_file(tmp_path, monkeypatch):
+    """A daemon that stops removes its lock file, then closes it. One that was waiting for that
+    lock must not end up holding it on the removed file, where no client could see it."""
+    import fcntl
+    import threading
+
+    monkeypatch.setenv("GLCIC_HOME", str(tmp_path / "home"))
+    first = connection.DaemonLock()
+    first.acquire()
+    waiting = connection.DaemonLock()
+    acquired = threading.Event()
+    thread = threading.Thread(target=lambda: (waiting.acquire(), acquired.set()))
+    thread.start()
+    try:
+        assert not acquired.wait(0.2)  # still held by the first
+        first.release()  # removes the file, then lets go of the lock
+        assert acquired.wait(5.0)
+        assert waiting.path.read_text() == str(os.getpid())
+        # The file clients open is the locked one.
+        with open(waiting.path, "a+") as probe, pytest.raises(OSError):
+            fcntl.flock(probe.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert connection.DaemonLock.is_held()
+    finally:
+        thread.join(5.0)
+        waiting.release()
