@@ -19,16 +19,22 @@ from pathlib import Path
 import msgpack
 import numpy as np
 import pytest
-import torch
 import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
-from support.daemon import Daemon, daemon_cli, many_holes_job, save_tiny, tiny_daemon
+from support.daemon import (
+    Daemon,
+    daemon_cli,
+    many_holes_job,
+    save_slow_model,
+    save_tiny,
+    tiny_daemon,
+)
 from support.models import make_tiny_model
 from zmq.utils import z85
 
-from glcic import ModelMetadata, complete, load_model, new_model, save_model
+from glcic import complete, load_model
 from glcic.daemon import protocol
 from glcic.daemon.protocol import (
     Client,
@@ -546,9 +552,7 @@ def test_fuzzed_frames_and_headers_never_stop_the_daemon(daemon: Daemon) -> None
 
 def test_busy_queue_cancel_and_timeout(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    # A half-width model makes each job take seconds, far longer than a cancel's round trip.
-    torch.manual_seed(0)
-    save_model(new_model(ModelMetadata(width=0.5)), home / "models" / "slow.safetensors")
+    save_slow_model(home)
     save_tiny(home, "tiny")
     running = Daemon(home, "--max-queue", "1", "--model", "slow")
     running.start()
@@ -610,8 +614,7 @@ def test_requests_of_a_client_that_stopped_sending_alive_are_dropped(tmp_path: P
     """A host that kills its plug-in (GIMP on Cancel) leaves requests nobody will read: the
     daemon drops them, running and queued, once their `alive` messages stop."""
     home = tmp_path / "home"
-    torch.manual_seed(0)
-    save_model(new_model(ModelMetadata(width=0.5)), home / "models" / "slow.safetensors")
+    save_slow_model(home)
     running = Daemon(home, "--model", "slow")
     running.start()
     try:
@@ -1015,8 +1018,7 @@ def test_a_slow_reload_never_cancels_a_live_clients_job(tmp_path: Path, monkeypa
     """Item 7: while `reload` loads a big file, a client sending `alive` keeps its job."""
     _delayed_loading(tmp_path, monkeypatch, seconds=6.0)
     home = tmp_path / "home"
-    torch.manual_seed(0)
-    save_model(new_model(ModelMetadata(width=0.5)), home / "models" / "work.safetensors")
+    save_slow_model(home, "work")
     running = Daemon(home, "--model", "work", "--device", "cpu")
     running.start()
     try:

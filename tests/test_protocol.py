@@ -14,11 +14,9 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 import zmq
-from support.daemon import Daemon, many_holes_job
+from support.daemon import Daemon, many_holes_job, save_slow_model
 
-from glcic import ModelMetadata, new_model, save_model
 from glcic.daemon import protocol
 from glcic.daemon.connection import write_connection_file
 from glcic.daemon.protocol import Client, CurveUnavailable, DaemonNotRunning, ProtocolMismatch
@@ -106,8 +104,7 @@ def test_a_client_reports_a_daemon_killed_mid_request_within_seconds(tmp_path) -
     daemon that had died, then blamed it for being busy or stuck."""
     timeout = 120.0
     home = tmp_path / "home"
-    torch.manual_seed(0)
-    save_model(new_model(ModelMetadata(width=0.5)), home / "models" / "slow.safetensors")
+    save_slow_model(home)
     running = Daemon(home, "--model", "slow", "--device", "cpu")
     running.start()
     try:

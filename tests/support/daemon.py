@@ -11,8 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from glcic import save_model
+from glcic import ModelMetadata, new_model, save_model
 from glcic.daemon.protocol import Client, read_connection_file
 
 from .models import make_tiny_model
@@ -93,3 +94,10 @@ def many_holes_job(size: int = 3000) -> tuple[bytes, bytes]:
         side = 10 + 3 * index
         mask[y : y + side, x : x + side] = 255
     return np.full((size, size, 4), 120, np.uint8).tobytes(), mask.tobytes()
+
+
+def save_slow_model(home: Path, name: str = "slow") -> None:
+    """A seeded half-width model in `home`'s model folder: each job takes seconds with it, far
+    longer than a cancel's, a kill's or a reload's round trip."""
+    torch.manual_seed(0)
+    save_model(new_model(ModelMetadata(width=0.5)), home / "models" / f"{name}.safetensors")
