@@ -1,8 +1,12 @@
 """`glcic-daemon`: start, stop and query the local completion daemon, or complete through it.
 
 glcic-daemon start [--foreground] [--device auto|cpu|cuda[:N]|mps] [--port N] [--model NAME]
+                   [--threads N]
 glcic-daemon stop | status | models
 glcic-daemon complete IMAGE MASK OUT [--model NAME]
+
+A model is named as everywhere in glcic (`glcic.model_names`): a name in the model folder,
+`default`, or the path of a file in that folder. `models` lists the folder when no daemon runs.
 """
 
 from __future__ import annotations
@@ -18,7 +22,12 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from glcic.cli_support import run_command
+from glcic.cli_support import (
+    add_device_option,
+    add_precision_option,
+    add_threads_option,
+    run_command,
+)
 from glcic.daemon.connection import (
     AlreadyRunning,
     DaemonLock,
@@ -41,8 +50,8 @@ from glcic.daemon.protocol import (
     UnsafeRuntimeDir,
 )
 from glcic.errors import GlcicError
-from glcic.paths import log_dir
-from glcic.precision import PRECISIONS
+from glcic.model_names import available_models, daemon_model_name, describe_available
+from glcic.paths import log_dir, models_dir
 
 PROG = "glcic-daemon"
 START_TIMEOUT_S = 120.0
@@ -98,11 +107,26 @@ def _describe(status: dict) -> str:
     return (
         f"glcic daemon running (pid {status['pid']}) at {status['address']}, "
         f"device {status['device']}, precision {status['precision']}, "
+        f"{status.get('threads', '?')} CPU threads, "
         f"default model {status['default_model'] or 'none'}"
     )
 
 
+def _check_start_options(args: argparse.Namespace) -> None:
+    """Refuse what the daemon would refuse, here, before it starts: a mistake is one line and a
+    non-zero status even when the daemon would have been detached."""
+    from glcic.devices import resolve_device
+
+    resolve_device(args.device)
+    if args.model is not None:
+        args.model = daemon_model_name(args.model)
+        # The daemon serves this same folder: the name must be there now.
+        if args.model not in {model.name for model in available_models()}:
+            raise GlcicError(f"--model {args.model}: no such model; {describe_available()}")
+
+
 def _start(args: argparse.Namespace) -> int:
+    _check_start_options(args)
     host = args.listen
     if not ipaddress.ip_address(host).is_loopback:
         print(
@@ -133,7 +157,7 @@ def _serve(args: argparse.Namespace) -> int:
         keep_stderr_bounded()
     settings = ServerSettings(
         host=args.listen, port=args.port, device=args.device, precision=args.precision,
-        default_model=args.model,
+        default_model=args.model, threads=args.threads,
         max_queue=args.max_queue, request_timeout=args.timeout, max_side=args.max_side,
     )  # fmt: skip
     try:
@@ -155,6 +179,8 @@ def _spawn(args: argparse.Namespace) -> int:
                "--max-side", str(args.max_side)]  # fmt: skip
     if args.model:
         command += ["--model", args.model]
+    if args.threads is not None:
+        command += ["--threads", str(args.threads)]
     folder = private_log_dir()
     # The daemon outlives this command: its stderr goes to a file, not a pipe that would close.
     stderr_path = folder / STDERR_FILE
@@ -268,24 +294,20 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
-    models = _require_running().models()
-    if not models:
-        print("no models (put .safetensors files in the model directory)")
-    for model in models:
-        meta = model["metadata"] or {}
-        mark = "* " if model["default"] else "  "
-        origin = "built-in" if model["builtin"] else model["path"]
-        size = model["size_bytes"] / 1e6
-        detail = (
-            f"width {meta.get('width', '?')}, trained at {meta.get('train_image_size', '?')} px, "
-            f"holes {meta.get('hole_size_range', '?')}"
-            if meta
-            else f"NOT LOADED: {model['error']}"
+    """The running daemon's models; without a daemon, the folder's (the same files and rule)."""
+    from glcic.model_listing import folder_models, format_models
+
+    client = _running_client()
+    if client is None:
+        print(
+            f"{PROG}: the daemon is not running; listing the model folder {models_dir()}",
+            file=sys.stderr,
         )
-        print(f"{mark}{model['name']}  {size:.1f} MB  {detail}  ({origin})")
-        licence = (meta.get("provenance") or {}).get("licence") if meta else None
-        if licence:
-            print(f"    licence: {licence}")
+        models = folder_models()
+    else:
+        models = client.models()
+    for line in format_models(models):
+        print(line)
     return 0
 
 
@@ -304,6 +326,7 @@ def _complete(args: argparse.Namespace) -> int:
             f"{mask.shape[1]}x{mask.shape[0]}; they must be the same size"
         )
     rgba = image if image.shape[2] == 4 else np.dstack([image, np.full(mask.shape, 255, np.uint8)])
+    model = None if args.model is None else daemon_model_name(args.model)
     client = Client(timeout=10.0)
 
     def progress(stage: str, fraction: float) -> None:
@@ -312,7 +335,7 @@ def _complete(args: argparse.Namespace) -> int:
 
     started = time.monotonic()
     # Only the pixels the pipeline will read are sent; the result is the same as for the whole.
-    region = complete_remote(client, rgba, mask, args.model, args.blend, progress=progress)
+    region = complete_remote(client, rgba, mask, model, args.blend, progress=progress)
     if sys.stderr.isatty():
         print(file=sys.stderr)
     height, width = region.pixels.shape[:2]
@@ -350,15 +373,15 @@ def build_parser() -> argparse.ArgumentParser:
     start = commands.add_parser("start", help="start the daemon (detached unless --foreground)")
     start.add_argument("--foreground", action="store_true", help="stay attached, log to stderr too")
     start.add_argument("--detached", action="store_true", help=argparse.SUPPRESS)  # by `start`
-    start.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    start.add_argument(
-        "--precision",
-        default="auto",
-        choices=PRECISIONS,
-        help="float32, bfloat16, or auto: what is fast and validated on the device (default)",
-    )
+    add_device_option(start, "auto")
+    add_precision_option(start, "the daemon's models run")
     start.add_argument("--port", type=int, default=0, help="TCP port (default: chosen by the OS)")
-    start.add_argument("--model", help="default model name (default: the configured or built-in)")
+    start.add_argument(
+        "--model",
+        help="the model used when a request names none: a name in the model folder or default "
+        "(default: default, the folder's default.safetensors or else the built-in model)",
+    )
+    add_threads_option(start)
     start.add_argument("--listen", default="127.0.0.1", help="address to listen on (loopback)")
     start.add_argument("--max-queue", type=int, default=8, help="requests waiting before 'busy'")
     start.add_argument("--timeout", type=float, default=300.0, help="per-request time limit (s)")
@@ -367,14 +390,16 @@ def build_parser() -> argparse.ArgumentParser:
     for name, handler, text in (
         ("stop", _stop, "stop the running daemon"),
         ("status", _status, "show the running daemon's state"),
-        ("models", _models, "list the models the daemon can use"),
+        ("models", _models, "list the models (the model folder's, when no daemon runs)"),
     ):
         commands.add_parser(name, help=text).set_defaults(handler=handler)
     completer = commands.add_parser("complete", help="complete an image through the daemon")
     completer.add_argument("image", type=Path)
     completer.add_argument("mask", type=Path)
     completer.add_argument("out", type=Path)
-    completer.add_argument("--model")
+    completer.add_argument(
+        "--model", help="a name in the model folder, or default (default: the daemon's default)"
+    )
     completer.add_argument("--blend", default="poisson", choices=["poisson", "none"])
     completer.set_defaults(handler=_complete)
     installer = commands.add_parser(

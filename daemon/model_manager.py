@@ -1,5 +1,9 @@
 """The daemon's models: files in the model directory plus the built-in default, hot-reloaded.
 
+Which files those are, and what `default` means, is `glcic.model_names`' rule, the one every
+command follows; the daemon's own addition is `start --model NAME`, which makes NAME the model
+used when a request names none.
+
 A file added or replaced in the directory is noticed by its (mtime, size, inode) and loaded at
 once; if it fails to load, the error is logged and shown in `status`, and the version that was
 loaded before stays in service. Loaded networks are kept on the daemon's device.
@@ -19,9 +23,10 @@ from typing import Any
 
 import torch
 
-from glcic.default_model import DEFAULT_MODEL_NAME, PACKAGED_MODEL
+from glcic.default_model import DEFAULT_MODEL_NAME
 from glcic.errors import GlcicError
 from glcic.model_file import MODEL_SUFFIX, CompletionModel, load_model
+from glcic.model_names import available_models, describe_available
 
 log = logging.getLogger("glcic.daemon")
 
@@ -91,13 +96,8 @@ class ModelManager:
 
     def _changed(self) -> list[ModelEntry]:
         """Bring `entries` up to date with the folder; the entries whose files need loading."""
-        found: dict[str, tuple[Path, bool]] = {}
-        if PACKAGED_MODEL.is_file():
-            found[BUILTIN_NAME] = (PACKAGED_MODEL, True)
-        if self.directory.is_dir():
-            for path in sorted(self.directory.glob(f"*{MODEL_SUFFIX}")):
-                if not path.name.startswith("."):  # temporary files of atomic writes
-                    found[path.stem] = (path, False)  # a file named default overrides the built-in
+        # A file named default replaces the built-in; dot files (atomic writes) are skipped.
+        found = {m.name: (m.path, m.builtin) for m in available_models(self.directory)}
         changed = []
         with self.lock:
             for name in list(self.entries):
@@ -143,6 +143,23 @@ class ModelManager:
             if BUILTIN_NAME in usable:
                 return BUILTIN_NAME
             return None
+
+    def check_configured_default(self) -> None:
+        """Raise `ModelNotFound` unless the `start --model` model (if any) is there and loaded.
+
+        Called once the first scan has loaded the folder, so a daemon never starts serving a
+        default other than the one the user asked for."""
+        name = self.configured_default
+        if name is None:
+            return
+        with self.lock:
+            entry = self.entries.get(name)
+            if entry is None:
+                raise ModelNotFound(
+                    f"--model {name}: no such model; {describe_available(self.directory)}"
+                )
+            if entry.model is None:
+                raise ModelNotFound(f"--model {name}: cannot be loaded: {entry.error}")
 
     def exists(self, name: str) -> bool:
         """Known, or its file just appeared (the worker loads it when the request runs)."""

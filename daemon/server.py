@@ -42,9 +42,10 @@ from glcic.daemon.validation import (
     validate_complete,
 )
 from glcic.daemon.worker import REPLIES_ADDRESS, Loader, Worker
-from glcic.errors import InputError
+from glcic.devices import resolve_device
 from glcic.paths import models_dir
 from glcic.precision import resolve_precision
+from glcic.threads import set_threads
 
 log = logging.getLogger("glcic.daemon")
 
@@ -59,27 +60,14 @@ class ServerSettings:
     max_queue: int = 8
     request_timeout: float = 300.0
     max_side: int = 16384
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"--device {name}: no CUDA device is available")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise InputError(f"--device {name}: Apple's MPS is not available")
-    return device
+    threads: int | None = None  # CPU threads for the network; None: glcic.threads' default
 
 
 class Server:
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
         self.device = resolve_device(settings.device)
+        set_threads(settings.threads)  # process-wide: the worker thread runs with it too
         self.precision = resolve_precision(settings.precision, self.device, "completion")
         self.manager = ModelManager(
             models_dir(), self.device, settings.default_model, settings.precision
@@ -163,6 +151,7 @@ class Server:
                 port = router.bind_to_random_port(f"tcp://{host}")
             self.address = f"tcp://{host}:{port}"
             self.manager.scan()  # before anyone can connect: nothing waits on it
+            self.manager.check_configured_default()  # `start --model nosuch` must not start
             self.worker.start()
             self.loader.start()
             # Clients on this machine connect over loopback even when listening on all interfaces.

@@ -20,6 +20,7 @@ from glcic.model_file import (
     read_model_metadata,
     save_model,
 )
+from glcic.model_names import resolve_model
 from glcic.networks import (
     CompletionNetwork,
     ContextDiscriminator,
@@ -51,5 +52,6 @@ __all__ = [
     "new_model",
     "prepare_input",
     "read_model_metadata",
+    "resolve_model",
     "save_model",
 ]

@@ -1,4 +1,7 @@
-"""The `glcic` command: complete an image, import official weights, inspect a model file.
+"""The `glcic` command: complete an image, import official weights, inspect and list models.
+
+Wherever a model is asked for, a path, a name in the model folder or `default` will do
+(`glcic.model_names.resolve_model`).
 
 Every error meant for the user is a `GlcicError`: it is printed as one line on stderr and the
 command exits with status 2. Interrupting with Ctrl-C exits with 130 and no traceback (both through
@@ -13,26 +16,32 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from glcic.cli_support import add_precision_option, run_command
-from glcic.errors import GlcicError
+from glcic.cli_support import (
+    add_device_option,
+    add_precision_option,
+    add_threads_option,
+    apply_threads,
+    run_command,
+)
+
+#: How help texts describe a model argument.
+MODEL_HELP = "a model file, a model name in the model folder, or default"
 
 
 def _complete(args: argparse.Namespace) -> int:
-    import torch
-
-    from glcic.default_model import default_model_path
+    from glcic.devices import resolve_device
     from glcic.image_io import check_writable_format, read_image, read_mask, write_image
     from glcic.model_file import load_model
+    from glcic.model_names import resolve_model
     from glcic.pipeline import CompletionStats, complete
 
     check_writable_format(args.out)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise GlcicError("--device cuda: no CUDA device is available here; use --device cpu")
+    device = resolve_device(args.device)
+    path = resolve_model(args.model)
+    apply_threads(args)
     image = read_image(args.image)
     mask = read_mask(args.mask)
-    model = load_model(
-        args.model or default_model_path(), device=args.device, precision=args.precision
-    )
+    model = load_model(path, device=device, precision=args.precision)
     large = image.shape[0] * image.shape[1] > 4096 * 4096
 
     stats = CompletionStats()
@@ -80,14 +89,29 @@ def _import_t7(args: argparse.Namespace) -> int:
 
 def _info(args: argparse.Namespace) -> int:
     from glcic.model_file import load_model
+    from glcic.model_names import resolve_model
 
+    path = resolve_model(args.model)
     # Validated as completion would load it (layout, shapes, dtypes, finite values), so a file
     # that `info` describes is a file that runs.
-    meta = load_model(args.model).metadata
+    meta = load_model(path).metadata
     document = meta.to_json()
-    document["file"] = str(args.model)
-    document["size_bytes"] = Path(args.model).stat().st_size
+    document["file"] = str(path)
+    document["size_bytes"] = path.stat().st_size
     print(json.dumps(document, indent=2, sort_keys=True))
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from glcic.model_listing import folder_models, format_models
+    from glcic.paths import models_dir
+
+    if args.folder:
+        print(models_dir())
+        return 0
+    print(f"model folder: {models_dir()}")
+    for line in format_models(folder_models()):
+        print(line)
     return 0
 
 
@@ -107,9 +131,15 @@ def build_parser() -> argparse.ArgumentParser:
     completer.add_argument("image", type=Path)
     completer.add_argument("mask", type=Path)
     completer.add_argument("out", type=Path)
-    completer.add_argument("--model", type=Path, help="model file (default: the built-in one)")
-    completer.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    completer.add_argument(
+        "--model",
+        default="default",
+        help=f"{MODEL_HELP} (the default: the model folder's default.safetensors if there is "
+        "one, else the built-in model)",
+    )
+    add_device_option(completer, "cpu")
     add_precision_option(completer, "the network runs")
+    add_threads_option(completer)
     completer.add_argument(
         "--blend",
         default="poisson",
@@ -129,9 +159,19 @@ def build_parser() -> argparse.ArgumentParser:
     importer.add_argument("out", type=Path, help="the model file to write (.safetensors)")
     importer.set_defaults(handler=_import_t7)
 
-    info = commands.add_parser("info", help="print a model file's metadata as JSON")
-    info.add_argument("model", type=Path)
+    info = commands.add_parser("info", help="print a model's metadata as JSON")
+    info.add_argument("model", help=MODEL_HELP)
     info.set_defaults(handler=_info)
+
+    lister = commands.add_parser(
+        "models",
+        help="list the models in the model folder (no daemon needed)",
+        description="List the models that --model NAME can name: the files in the model folder "
+        "and the built-in default (a folder file named default.safetensors replaces it). "
+        "The star marks the model used when none is named.",
+    )
+    lister.add_argument("--folder", action="store_true", help="print only the model folder's path")
+    lister.set_defaults(handler=_models)
     return parser
 
 

@@ -25,13 +25,13 @@ from safetensors.torch import save_file
 from glcic.atomic import atomic_write_with
 from glcic.errors import ModelFileError
 from glcic.networks import PLACES2_MEAN, CompletionNetwork, FusedCompletionNetwork
+from glcic.paths import MODEL_SUFFIX as MODEL_SUFFIX  # kept here too: the file format names it
 from glcic.precision import FLOAT32, Precision, resolve_precision
 from glcic.tensor_file import open_tensor_file
 
 FORMAT_VERSION = 1
 ARCHITECTURE = "glcic-completion-v1"
 METADATA_KEY = "glcic"
-MODEL_SUFFIX = ".safetensors"
 #: The largest training image or hole side a model file may claim, in pixels.
 MAX_IMAGE_SIDE = 8192
 

@@ -16,6 +16,8 @@ from pathlib import Path
 import platformdirs
 
 APP_NAME = "glcic"
+#: The extension of model files; names in the model directory are file names without it.
+MODEL_SUFFIX = ".safetensors"
 HOME_VARIABLE = "GLCIC_HOME"
 
 

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from support.data import shared_data
+
+from glcic import cli, cli_support, threads
+from glcic.devices import resolve_device
+from glcic.errors import InputError
 
 
 def run_glcic(*args: str) -> subprocess.CompletedProcess:
@@ -170,3 +176,80 @@ def test_real_photo_with_irregular_mask(tmp_path, tiny_model_file) -> None:
     assert result.returncode == 0, result.stderr
     keep = np.asarray(mask) == 0
     assert np.array_equal(np.asarray(Image.open(out))[keep], np.asarray(image)[keep])
+
+
+# --- what every command shares (glcic.cli_support) -----------------------------------------------
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly(tiny_model_file) -> None:
+    """`glcic info X | head`: the reader is gone before the output is written."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "glcic.cli", "info", str(tiny_model_file)],
+            stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120,
+        )  # fmt: skip
+    finally:
+        os.close(write_end)
+    assert result.stderr == ""  # no traceback, no "Exception ignored"
+    assert result.returncode == cli_support.EXIT_BROKEN_PIPE == 141
+
+
+def test_run_command_reports_a_closed_pipe_once(monkeypatch, capsys) -> None:
+    def writes_to_a_closed_pipe() -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    assert cli_support.run_command("glcic", writes_to_a_closed_pipe) == 141
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("device", ["bogus", "cuda:x", "cpu:1", "gpu"])
+def test_a_bad_device_is_one_line(tmp_path, inputs, tiny_model_file, device, capsys) -> None:
+    image, mask = inputs
+    args = [str(image), str(mask), str(tmp_path / "o.png"), "--model", str(tiny_model_file)]
+    assert cli.main(["complete", *args, "--device", device]) == 2
+    assert capsys.readouterr().err == (
+        f"glcic: error: --device {device}: not a device; use auto, cpu, cuda, cuda:N or mps\n"
+    )
+    assert not (tmp_path / "o.png").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a CPU-only machine")
+def test_cuda_without_cuda_says_so() -> None:
+    with pytest.raises(InputError, match="no CUDA device is available here; use cpu"):
+        resolve_device("cuda:0")
+    assert resolve_device("auto").type in ("cpu", "mps")
+    assert resolve_device(" CPU ") == torch.device("cpu")
+
+
+@pytest.mark.parametrize(("value", "message"), [("0", "between 1 and 256"), ("two", "whole")])
+def test_threads_must_be_a_positive_count(inputs, tmp_path, value, message, capsys) -> None:
+    image, mask = inputs
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["complete", str(image), str(mask), str(tmp_path / "o.png"), "--threads", value])
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_threads_are_set_for_the_run(inputs, tmp_path, tiny_model_file, monkeypatch) -> None:
+    chosen: list[int] = []
+    monkeypatch.setattr(torch, "set_num_threads", chosen.append)
+    image, mask = inputs
+    args = [str(image), str(mask), str(tmp_path / "o.png"), "--model", str(tiny_model_file)]
+    assert cli.main(["complete", *args, "--threads", "3"]) == 0
+    assert cli.main(["complete", *args]) == 0
+    assert chosen == [3, threads.default_threads()]
+
+
+@pytest.mark.parametrize(("cores", "expected"), [(1, 1), (2, 1), (4, 3), (16, 15)])
+def test_the_default_leaves_one_core_free(monkeypatch, cores, expected) -> None:
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(threads, "usable_cores", lambda: cores)
+    assert threads.default_threads() == expected
+    assert threads.default_threads_rule().endswith(f": {expected} here")
+    monkeypatch.setenv("OMP_NUM_THREADS", "5")  # the user's own choice is kept
+    assert threads.default_threads() == 5
+    assert threads.default_threads_rule() == "5, from OMP_NUM_THREADS"
+    monkeypatch.setenv("OMP_NUM_THREADS", "lots")  # not a count: the rule again
+    assert threads.default_threads() == expected

@@ -11,6 +11,7 @@ import socket
 import stat
 import struct
 import subprocess
+import sys
 import threading
 import time
 from contextlib import suppress
@@ -1202,3 +1203,76 @@ def test_cli_complete_refuses_an_output_folder_that_does_not_exist(
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert "does not exist" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "missing").exists()
+
+
+# --- start's options, checked before it serves (issue 19, items 7 and 8) -------------------------
+
+
+def test_start_refuses_an_unknown_model_and_a_bad_device_in_one_line(tmp_path: Path) -> None:
+    save_tiny(tmp_path, "tiny")
+    for options, message in (
+        (["--model", "nosuch"], "--model nosuch: no such model; available: default (built-in), "
+         f"tiny (model folder: {tmp_path / 'models'})"),
+        (["--device", "bogus"], "--device bogus: not a device; use auto, cpu, cuda, cuda:N or mps"),
+        (["--model", str(tmp_path)], "is a folder, not a model file"),
+    ):  # fmt: skip
+        result = daemon_cli(tmp_path, "start", *options)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+        assert not (tmp_path / "run" / "daemon.json").exists()
+    refused = daemon_cli(tmp_path, "start", "--threads", "0")
+    assert refused.returncode == 2 and "between 1 and 256" in refused.stderr
+
+
+def test_a_detached_start_whose_model_cannot_load_says_why(tmp_path: Path) -> None:
+    """The name exists, so `start` spawns the daemon; the daemon finds the file broken and
+    stops before serving, and `start` reports its reason with status 2."""
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "broken.safetensors").write_bytes(b"not a model")
+    result = daemon_cli(tmp_path, "start", "--device", "cpu", "--model", "broken.safetensors")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "the daemon did not start: --model broken: cannot be loaded: " in result.stderr
+    assert not (tmp_path / "run" / "daemon.json").exists()
+
+
+def test_threads_are_a_setting_shown_in_status(tmp_path: Path) -> None:
+    save_tiny(tmp_path, "tiny")
+    running = Daemon(tmp_path, "--model", "tiny", "--device", "cpu", "--threads", "2")
+    running.start()
+    try:
+        assert running.client().status()["threads"] == 2
+        assert ", 2 CPU threads, default model tiny" in daemon_cli(tmp_path, "status").stdout
+    finally:
+        running.stop()
+
+
+def test_status_into_a_reader_that_stopped_gives_no_traceback(daemon: Daemon) -> None:
+    """`glcic-daemon status | head`, with the reader gone before anything is written."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "glcic.daemon.cli", "status"],
+            stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120,
+            env={**os.environ, "GLCIC_HOME": str(daemon.home)},
+        )  # fmt: skip
+    finally:
+        os.close(write_end)
+    assert result.stderr == "" and result.returncode == 141
+
+
+def test_cli_complete_names_a_model_by_name_file_name_or_path(daemon: Daemon, tmp_path) -> None:
+    rgba, mask = _job(8, size=(40, 56))
+    Image.fromarray(rgba[..., :3]).save(tmp_path / "in.png")
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    files = [str(tmp_path / "in.png"), str(tmp_path / "mask.png"), str(tmp_path / "out.png")]
+    local = complete(rgba[..., :3].copy(), mask, make_tiny_model(0))
+    in_folder = daemon.home / "models" / "tiny.safetensors"
+    for spec in ("tiny.safetensors", str(in_folder)):
+        result = daemon_cli(daemon.home, "complete", *files, "--model", spec)
+        assert result.returncode == 0, result.stderr
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "out.png")), local)
+    outside = save_tiny(tmp_path, "outside")
+    result = daemon_cli(daemon.home, "complete", *files, "--model", str(outside))
+    assert result.returncode == 2 and "serves only the models in its folder" in result.stderr

@@ -148,3 +148,36 @@ def test_fused_inference_network_matches_and_follows_weight_changes() -> None:
         assert torch.allclose(refreshed(x), model.network(x), atol=1e-5)
     with pytest.raises(ValueError, match="multiples of 4"):
         refreshed(torch.zeros(1, 4, 30, 32))
+
+
+_NO_DEPRECATION_SCRIPT = """
+import numpy as np
+import glcic.cli, glcic.daemon.cli, glcic.daemon.server, glcic.training.eval_cli
+from glcic import complete, load_model
+from glcic.model_names import resolve_model
+
+for precision in ("float32", "bfloat16"):
+    model = load_model(resolve_model("default"), precision=precision)
+    image = np.full((96, 96, 3), 120, np.uint8)
+    mask = np.zeros((96, 96), np.uint8)
+    mask[30:60, 30:60] = 255
+    complete(image, mask, model)
+print("ran")
+"""
+
+
+def test_loading_and_completing_emit_no_deprecation_warning() -> None:
+    """Issue 19: `torch.jit.script_method` warnings were blamed on glcic. Our code uses no
+    TorchScript; importing every command, loading the packaged model and completing (the fused
+    inference network included) must stay free of any DeprecationWarning, ours or torch's.
+    (torch's own torch.utils.mkldnn, which its inductor imports under `torch.compile`, is where
+    script_method warnings come from.)"""
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-W", "error::DeprecationWarning", "-c", _NO_DEPRECATION_SCRIPT],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0 and result.stdout.strip() == "ran", result.stderr
+    assert "Warning" not in result.stderr, result.stderr

@@ -1,7 +1,10 @@
 """`glcic-eval`: score models and classical fills on held-out photos, write the results.
 
-glcic-eval --images DIR (--masks DIR | --boxes) [--model FILE ...] [--baseline telea,ns]
-           [--limit N] [--device cpu|cuda] [--precision auto|float32|bfloat16] --out DIR
+glcic-eval --images DIR (--masks DIR | --boxes) [--model MODEL ...] [--baseline telea,ns]
+           [--limit N] [--device DEVICE] [--precision auto|float32|bfloat16] [--threads N]
+           --out DIR
+
+MODEL is a file, a name in the model folder, or default (`glcic.model_names.resolve_model`).
 
 The rules of an evaluation (which methods, which holes, the limit) are `evaluate`'s own: the
 command asks `check_request` and `baseline_method` before it loads any model, so a mistake is
@@ -17,9 +20,19 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+
 from glcic.atomic import atomic_write_bytes
-from glcic.cli_support import add_precision_option, run_command
+from glcic.cli_support import (
+    add_device_option,
+    add_precision_option,
+    add_threads_option,
+    apply_threads,
+    run_command,
+)
+from glcic.devices import resolve_device
 from glcic.model_file import load_model
+from glcic.model_names import resolve_model
 from glcic.training.eval_report import PROG, render_montage
 from glcic.training.evaluate import (
     BASELINES,
@@ -45,7 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--images", type=Path, required=True, help="folder of photos (recursive)")
     parser.add_argument("--masks", type=Path, help="folder of NVIDIA irregular masks NNNNN.png")
     parser.add_argument(
-        "--model", type=Path, action="append", default=[], help="model file (repeatable)"
+        "--model",
+        action="append",
+        default=[],
+        help="a model file, a name in the model folder, or default (repeatable)",
     )
     parser.add_argument(
         "--baseline", default="", help=f"comma list of classical fills: {', '.join(BASELINES)}"
@@ -54,8 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--boxes", action="store_true", help="one seeded rectangular hole per image, no masks"
     )
     parser.add_argument("--limit", type=int, help="evaluate only the first N images")
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    add_device_option(parser, "cpu")
     add_precision_option(parser, "the models run")
+    add_threads_option(parser)
     parser.add_argument("--out", type=Path, required=True, help="folder for the results")
     return parser
 
@@ -90,17 +107,15 @@ def _run(args: argparse.Namespace) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise EvaluationError(f"--out {args.out}: cannot be created ({error})") from None
-    if args.device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise EvaluationError("--device cuda: no CUDA device is available here; use cpu")
+    device = resolve_device(args.device)
+    paths = [resolve_model(spec) for spec in args.model]  # every name checked before any load
+    apply_threads(args)
 
     taken: set[str] = set()
     methods: dict[str, Method] = {}
     precision = None
-    for path in args.model:
-        model = load_model(path, device=args.device, precision=args.precision)
+    for path in paths:
+        model = load_model(path, device=device, precision=args.precision)
         precision = model.precision
         methods[_unique(path.stem, taken)] = model_method(model)
     if precision is not None:
@@ -140,11 +155,12 @@ def _run(args: argparse.Namespace) -> int:
     arguments = {
         "images": str(args.images),
         "masks": None if args.masks is None else str(args.masks),
-        "models": [str(path) for path in args.model],
+        "models": [str(path) for path in paths],
         "baseline": list(baselines),
         "boxes": args.boxes,
         "limit": args.limit,
-        "device": args.device,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
         "precision": None if precision is None else precision.name,
         "out": str(args.out),
     }
