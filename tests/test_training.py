@@ -467,11 +467,13 @@ def test_export_carries_the_last_evaluation_table(tmp_path, data_dir, monkeypatc
     assert terms in model.metadata.provenance.licence and model.metadata.notes == notes
     assert model.metadata.context_shift == 0.0
     assert not (tmp_path / "home" / "models" / "default.safetensors").exists()
-    assert main([*args, "--context-shift", "0.5"]) == 0
+    assert main([*args, "--context-shift", "0.5"]) == 2  # not over an existing file unasked
+    assert load_model(shipped).metadata.context_shift == 0.0
+    assert main([*args, "--context-shift", "0.5", "--force"]) == 0
     assert load_model(shipped).metadata.context_shift == 0.5
     for bad in ("1.5", "half"):
         with pytest.raises(SystemExit) as exit_info:
-            main([*args, "--context-shift", bad])
+            main([*args, "--force", "--context-shift", bad])
         assert exit_info.value.code == 2
     assert main(["export", str(run), "--out", str(tmp_path / "default.pt")]) == 2
 

@@ -1,9 +1,10 @@
 """`glcic-train`: train a completion model on folders of images, resume it, export it.
 
 glcic-train run --data DIR [DIR ...] --out RUN_DIR [--config FILE.toml] [--preset NAME]
-                [--init MODEL] [--resume] [--export NAME] [--FIELD VALUE ...]
-glcic-train export RUN_DIR (--name NAME | --out FILE) [--float16] [--terms TEXT] [--notes TEXT]
-                   [--context-shift F]
+                [--init MODEL] [--resume] [--export NAME] [--sample-image IMAGE --sample-mask MASK]
+                [--FIELD VALUE ...]
+glcic-train export RUN_DIR (--name NAME | --out FILE) [--force] [--float16] [--terms TEXT]
+                   [--notes TEXT] [--context-shift F]
 torchrun --nproc-per-node N -m glcic.training.cli run ...   (several GPUs or machines)
 
 The word `run` may be left out (`glcic-train --data DIR --out RUN_DIR`, `glcic-train --out
@@ -19,6 +20,7 @@ import gc
 import json
 import logging
 import os
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,8 +29,12 @@ import torch
 import torch.distributed as dist
 
 from glcic.cli_support import run_command
+from glcic.devices import DEVICE_CHOICES, resolve_device
 from glcic.errors import GlcicError
-from glcic.model_file import load_model
+from glcic.image_io import read_image, read_mask
+from glcic.model_file import CompletionModel, load_model
+from glcic.model_names import resolve_model
+from glcic.threads import MAX_THREADS, set_threads
 from glcic.training.checkpoint import (
     CheckpointError,
     list_checkpoints,
@@ -41,9 +47,12 @@ from glcic.training.config import (
     add_config_flags,
     build_config,
     flag_overrides,
+    user_choices,
 )
-from glcic.training.export import export_run
-from glcic.training.reporting import setup_logging
+from glcic.training.export import export_run, export_target
+from glcic.training.inherit import SHAPE_FIELDS, inherit_from
+from glcic.training.inherit import describe as describe_inheritance
+from glcic.training.reporting import close_logging, setup_logging
 from glcic.training.trainer import Distributed, Trainer, distributed_from_env
 
 log = logging.getLogger("glcic.training")
@@ -89,21 +98,39 @@ def _old_form_parser() -> argparse.ArgumentParser:
 
 
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    presets = "; ".join(f"{name}: {preset.description}" for name, preset in PRESETS.items())
+    presets = " ".join(f"'{name}': {preset.description}." for name, preset in PRESETS.items())
     parser.add_argument("--data", type=Path, nargs="+", help="image folders (searched recursively)")
     parser.add_argument("--out", type=Path, required=True, help="run directory")
     parser.add_argument(
         "--config", type=Path, help="TOML file with config fields (a [train] table)"
     )
     parser.add_argument("--preset", choices=sorted(PRESETS), help=f"named config. {presets}")
-    parser.add_argument("--init", type=Path, help="model file to fine-tune from")
+    parser.add_argument(
+        "--init", metavar="MODEL",
+        help="model to fine-tune from: a file, a name in the model folder, or 'default'; its "
+        "width, crop and hole settings, mean colour and context shift are kept unless you set "
+        "them",
+    )  # fmt: skip
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     parser.add_argument("--export", metavar="NAME", help="export the model under NAME at the end")
     parser.add_argument(
         "--stop-at", type=int, metavar="STEP",
         help="stop with a checkpoint after STEP (continue later with --resume)",
     )  # fmt: skip
-    parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--device", help=f"{DEVICE_CHOICES} (default: cuda if available, else cpu)")
+    parser.add_argument(
+        "--threads", type=_thread_count, metavar="N",
+        help="CPU threads for training (default: torch's, one per core: a training run is "
+        "meant to have the machine; give fewer to leave cores to other work)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--sample-image", type=Path, metavar="IMAGE",
+        help="your own photo, completed at every sample as 'glcic complete' would (with "
+        "--sample-mask; kept when the run is resumed)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--sample-mask", type=Path, metavar="MASK", help="the hole for --sample-image"
+    )
     add_config_flags(parser)
 
 
@@ -112,6 +139,9 @@ def _add_export_arguments(parser: argparse.ArgumentParser) -> None:
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--name", help="install as NAME in the daemon's model directory")
     where.add_argument("--out", type=Path, help="write to this .safetensors file instead")
+    parser.add_argument(
+        "--force", action="store_true", help="replace a model file that already exists"
+    )
     parser.add_argument("--float16", action="store_true", help="store weights as float16")
     parser.add_argument(
         "--terms", default="", help="the training data's terms of use, recorded in the file"
@@ -120,12 +150,24 @@ def _add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--context-shift",
         type=_fraction,
-        default=0.0,
+        default=None,
         metavar="F",
         help="how far (0-1) completion moves a crop's known colours toward the training mean "
-        "before the network runs (default 0: colours as they are); to choose it, export a few "
-        "values and compare them with glcic-eval on photos the run trained on",
+        "before the network runs (default: the --init model's, else 0: colours as they are); "
+        "to choose it, export a few values and compare them with glcic-eval on photos the run "
+        "trained on",
     )
+
+
+def _thread_count(text: str) -> int:
+    """argparse type for --threads."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= value <= MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_THREADS}, got {value}")
+    return value
 
 
 def _fraction(text: str) -> float:
@@ -148,6 +190,8 @@ def _export(args: argparse.Namespace) -> int:
         terms=args.terms,
         notes=args.notes,
         context_shift=args.context_shift,
+        force=args.force,
+        warn=lambda message: print(f"{PROG}: warning: {message}", file=sys.stderr),
     )
     print(f"exported {args.run_dir} as {path}")
     return 0
@@ -177,6 +221,10 @@ def _check_resumable(saved: TrainConfig, wanted: TrainConfig, state: dict, world
 
 def _train(args: argparse.Namespace) -> int:
     distributed = distributed_from_env()
+    # A run that fails before its first checkpoint (no data, a bad option, a bad resume) must
+    # not leave a folder behind that the next attempt would have to be told about; a folder the
+    # user already had is never removed.
+    created = distributed.is_main and not args.out.exists()
     setup_logging(args.out, enabled=distributed.is_main)
     if distributed.world > 1 and not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
@@ -185,6 +233,11 @@ def _train(args: argparse.Namespace) -> int:
         dist.init_process_group(backend)
     try:
         return _train_in_group(args, distributed)
+    except BaseException:
+        if created and not list_checkpoints(args.out):
+            close_logging()
+            shutil.rmtree(args.out, ignore_errors=True)
+        raise
     finally:
         if dist.is_initialized():
             # The trainer's DDP reducers hold the process group; they died with
@@ -193,6 +246,42 @@ def _train(args: argparse.Namespace) -> int:
             # process abort now and then ("terminate called without an active exception").
             gc.collect()
             dist.destroy_process_group()
+
+
+def _initial_model(args: argparse.Namespace, resuming: bool) -> tuple[CompletionModel | None, str]:
+    """The `--init` model of a new run and how to name it; a resumed run has its weights."""
+    if args.init is None:
+        if args.preset and PRESETS[args.preset].needs_init and not resuming:
+            raise GlcicError(
+                f"--preset {args.preset} fine-tunes an existing model: add --init MODEL "
+                "(a file, a name in the model folder, or 'default')"
+            )
+        return None, ""
+    if resuming:
+        log.warning("--init is ignored: a resumed run continues from its own checkpoint")
+        return None, ""
+    path = resolve_model(args.init)
+    label = args.init if str(path) == args.init else f"{args.init} ({path})"
+    return load_model(path), label
+
+
+def _sample_case(args: argparse.Namespace, state: dict | None) -> tuple[Path, Path] | None:
+    """The user's own image and mask to complete at every sample, checked now (bad input is a
+    one-line error before training, not a failure an hour in); a resumed run keeps its own."""
+    if (args.sample_image is None) != (args.sample_mask is None):
+        raise GlcicError("--sample-image and --sample-mask go together: give both")
+    if args.sample_image is None:
+        saved = (state or {}).get("sample_case")
+        return (Path(saved[0]), Path(saved[1])) if saved else None
+    image, mask = read_image(args.sample_image), read_mask(args.sample_mask)
+    if mask.shape != image.shape[:2]:
+        raise GlcicError(
+            f"--sample-mask is {mask.shape[1]}x{mask.shape[0]} but --sample-image is "
+            f"{image.shape[1]}x{image.shape[0]}; they must be the same size"
+        )
+    if not mask.any():
+        raise GlcicError(f"{args.sample_mask}: the mask selects nothing (it is black everywhere)")
+    return args.sample_image.resolve(), args.sample_mask.resolve()
 
 
 def _train_in_group(args: argparse.Namespace, distributed: Distributed) -> int:
@@ -209,21 +298,40 @@ def _train_in_group(args: argparse.Namespace, distributed: Distributed) -> int:
             f"{args.out} already holds checkpoints: pass --resume to continue that run, "
             "or choose another --out"
         )
-    config = build_config(args.preset, args.config, flag_overrides(args), base=base)
+    init_model, init_label = _initial_model(args, resuming=state is not None)
+    inheritance = inherit_from(init_model.metadata) if init_model is not None else None
+    chosen = user_choices(args.config, flag_overrides(args))
+    config = build_config(
+        args.preset, args.config, flag_overrides(args), base=base,
+        inherited=inheritance.values if inheritance is not None else None,
+    )  # fmt: skip
     if state is not None:
         _check_resumable(TrainConfig(**state["config"]), config, state, distributed.world)
     data = args.data or ([Path(p) for p in state["data_dirs"]] if state else None)
     if not data:
         raise GlcicError("--data: give at least one image folder")
-    init_model = None
-    if args.init is not None and state is None:
-        init_model = load_model(args.init)
-        if init_model.metadata.width != config.width:
+    if inheritance is not None:
+        if config.width != inheritance.values["width"]:
             raise GlcicError(
-                f"--init model has width {init_model.metadata.width:g} but the config "
-                f"asks for {config.width:g}; pass --width {init_model.metadata.width:g}"
+                f"--init {args.init} has width {inheritance.values['width']:g}; its weights "
+                f"cannot train at width {config.width:g} (leave --width out to keep its own)"
             )
-    trainer = Trainer(config, data, args.out, init_model, state, device=args.device)
+        overridden = {
+            name: getattr(config, name)
+            for name in SHAPE_FIELDS
+            if name in chosen and chosen[name] != inheritance.values.get(name, chosen[name])
+        }
+        log.info(describe_inheritance(init_label, inheritance, overridden, config.to_dict()))
+    sample_case = _sample_case(args, state)
+    if args.export:
+        export_target(args.export, None, force=False)  # refuse now, not after the training
+    device = str(resolve_device(args.device)) if args.device else None
+    if args.threads is not None:
+        log.info("CPU threads: %d (--threads)", set_threads(args.threads))
+    trainer = Trainer(
+        config, data, args.out, init_model, state, device=device,
+        init_label=init_label, sample_case=sample_case,
+    )  # fmt: skip
     if distributed.is_main:
         remove_interrupted_writes(args.out)
         args.out.mkdir(parents=True, exist_ok=True)
@@ -235,7 +343,7 @@ def _train_in_group(args: argparse.Namespace, distributed: Distributed) -> int:
         dist.barrier()
     finished = trainer.step >= config.total_steps
     if status == 0 and finished and args.export and distributed.is_main:
-        path = export_run(args.out, args.export)
+        path = export_run(args.out, args.export, warn=log.warning)
         log.info("exported as %s", path)
     return status
 

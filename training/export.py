@@ -1,12 +1,20 @@
-"""Export a training run's completion network as a model file in the daemon's model directory."""
+"""Export a training run's completion network as a model file in the daemon's model directory.
+
+An export is what users complete images with, so it says what it is: the provenance names the
+file a fine-tuned run started from and that file's terms beside the new data's, and the exporter
+warns before it installs something a user would regret (a run cut short, an existing model
+replaced, the built-in default shadowed).
+"""
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from glcic.default_model import DEFAULT_MODEL_NAME
 from glcic.errors import GlcicError
 from glcic.model_file import CompletionModel, ModelMetadata, Provenance, save_model
 from glcic.networks import CompletionNetwork
@@ -17,6 +25,9 @@ from glcic.training.config import TrainConfig
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 DATA_TERMS = "trained on the data listed under 'data'; the weights carry that data's terms of use"
+
+#: Below this many completion steps from random weights, a network fills holes with a smear.
+MIN_FROM_SCRATCH_STEPS = 2_000
 
 
 class ExportError(GlcicError):
@@ -50,8 +61,12 @@ def model_from_checkpoint(
     licence = (
         f"trained on data whose terms are: {terms}; the weights carry them" if terms else DATA_TERMS
     )
-    if state.get("init_licence"):
-        licence += f"; fine-tuned from weights licensed {state['init_licence']}"
+    if state.get("init_source") or state.get("init_licence"):
+        origin = _init_description(state)
+        own = state.get("init_licence")
+        licence += f". Fine-tuned from {origin}, " + (
+            f'whose licence reads: "{own}"' if own else "whose licence is not stated in it"
+        )
     extra: dict[str, Any] = {"training_config": config.to_dict()}
     if evaluation:
         extra["evaluation"] = evaluation
@@ -63,7 +78,7 @@ def model_from_checkpoint(
         context_shift=context_shift,
         provenance=Provenance(
             source="glcic-train"
-            + (f" (from {state['init_source']})" if state.get("init_source") else ""),
+            + (f", fine-tuned from {_init_description(state)}" if state.get("init_source") else ""),
             data=", ".join(state.get("data_dirs", [])),
             steps=phase_steps(config, int(state["step"])),
             licence=licence,
@@ -72,6 +87,66 @@ def model_from_checkpoint(
         extra=extra,
     )
     return CompletionModel(network, metadata)
+
+
+def _init_description(state: dict[str, Any]) -> str:
+    """The model a run was fine-tuned from, in words.
+
+    Runs record the file (``init_source``) and what made it (``init_origin``). Runs started
+    before that recorded only what made the file, often just "glcic-train".
+    """
+    source = state.get("init_source", "")
+    origin = state.get("init_origin")
+    if origin is None:
+        # What such runs recorded: the file's own source, or "init model" where it had none.
+        known = source and source != "init model"
+        return f"a model made by {source}" if known else "a model file the run did not name"
+    return f"{source}, made by {origin}" if origin else source
+
+
+def inherited_context_shift(state: dict[str, Any]) -> float:
+    """The context shift of the model a run was fine-tuned from (0 for a run from scratch): the
+    weights still complete best with the colour treatment they were tuned for."""
+    return float(state.get("init_context_shift", 0.0))
+
+
+def export_warnings(
+    state: dict[str, Any], name: str | None, run_dir: Path | str = "RUN"
+) -> list[str]:
+    """What a user should hear before using this export: a run cut short, a network trained
+    too briefly, the built-in default model shadowed."""
+    config = TrainConfig(**state["config"])
+    step = int(state["step"])
+    steps = phase_steps(config, step)
+    fine_tuned = bool(state.get("init_source") or state.get("init_licence"))
+    warnings = []
+    if step < config.total_steps:
+        planned = phase_steps(config, config.total_steps)
+        missing = [
+            phase for phase in ("discriminator", "joint") if planned[phase] and not steps[phase]
+        ]
+        warnings.append(
+            f"the run stopped at step {step:,} of {config.total_steps:,}"
+            + (
+                f"; its {' and '.join(missing)} phase{'s' if len(missing) > 1 else ''} never "
+                "ran, so fills will be smoother than the finished run's"
+                if missing
+                else ""
+            )
+            + f" (continue it with 'glcic-train run --out {run_dir} --resume')"
+        )
+    if not fine_tuned and steps["completion"] < MIN_FROM_SCRATCH_STEPS:
+        warnings.append(
+            f"trained from scratch for only {steps['completion']:,} completion steps: "
+            f"expect blurred, wrongly coloured fills (a usable model needs many thousands; "
+            "fine-tune an existing model with --init for short runs)"
+        )
+    if name == DEFAULT_MODEL_NAME:
+        warnings.append(
+            f"the name {DEFAULT_MODEL_NAME!r} replaces the built-in default model for every "
+            "command and the daemon that use the default (delete the file to get it back)"
+        )
+    return warnings
 
 
 def last_evaluation(run_dir: Path) -> str:
@@ -85,18 +160,9 @@ def last_evaluation(run_dir: Path) -> str:
     return ""
 
 
-def export_run(
-    run_dir: Path,
-    name: str | None,
-    storage: str = "float32",
-    *,
-    out: Path | None = None,
-    terms: str = "",
-    notes: str = "",
-    context_shift: float = 0.0,
-) -> Path:
-    """Write RUN_DIR's latest completion network, atomically, to `out` or to
-    <models dir>/<name>.safetensors (where the daemon picks it up)."""
+def export_target(name: str | None, out: Path | None, force: bool) -> Path:
+    """Where an export goes: `out`, or <models dir>/<name>.safetensors; `ExportError` for a
+    bad name, or for a file that exists unless `force`."""
     if out is None:
         if name is None or not _NAME.match(name):
             raise ExportError(
@@ -107,9 +173,39 @@ def export_run(
         if out.suffix != ".safetensors":
             raise ExportError(f"{out}: a model file's name must end in .safetensors")
         target = out
+    if target.exists() and not force:
+        raise ExportError(
+            f"{target} already exists; pass --force to replace it, or choose another "
+            + ("--name" if out is None else "--out")
+        )
+    return target
+
+
+def export_run(
+    run_dir: Path,
+    name: str | None,
+    storage: str = "float32",
+    *,
+    out: Path | None = None,
+    terms: str = "",
+    notes: str = "",
+    context_shift: float | None = None,
+    force: bool = False,
+    warn: Callable[[str], None] | None = None,
+) -> Path:
+    """Write RUN_DIR's latest completion network, atomically, to `out` or to
+    <models dir>/<name>.safetensors (where the daemon picks it up).
+
+    An existing file is replaced only with `force`. `context_shift` None keeps the one of the
+    model the run was fine-tuned from. Each `export_warnings` message goes to `warn`.
+    """
+    target = export_target(name, out, force)
     state = load_latest_checkpoint(run_dir)
+    for message in export_warnings(state, name if out is None else None, run_dir):
+        (warn or (lambda text: None))(message)
+    shift = inherited_context_shift(state) if context_shift is None else context_shift
     model = model_from_checkpoint(
-        state, last_evaluation(run_dir), terms=terms, notes=notes, context_shift=context_shift
+        state, last_evaluation(run_dir), terms=terms, notes=notes, context_shift=shift
     )
     save_model(model, target, storage=storage)
     return target

@@ -1,8 +1,8 @@
-"""What a person watching a training run sees: progress, metrics files, sample images.
+"""What a training run records: its log (train.log), metrics.csv, and TensorBoard events.
 
-On a terminal a single progress line is redrawn; otherwise (a log file, CI) plain lines are
-written every `log_every` steps. Metrics go to metrics.csv always and to TensorBoard event files
-when the optional `tensorboard` package is installed.
+Metrics go to metrics.csv always and to TensorBoard event files when the optional `tensorboard`
+package is installed. The progress bar and lines are `glcic.training.progress`'s, the sample
+grids `glcic.training.samples`'s.
 """
 
 from __future__ import annotations
@@ -11,12 +11,9 @@ import csv
 import io
 import logging
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
-import torch
-from PIL import Image
 
 from glcic.atomic import atomic_write_bytes
 
@@ -25,15 +22,31 @@ log = logging.getLogger("glcic.training")
 METRIC_FIELDS = ("step", "phase", "loss_mse", "loss_d", "loss_adv", "images_per_s", "elapsed_s")
 
 
+#: `extra` for log records that are progress lines: written to train.log always, and to the
+#: terminal only when no progress bar is drawn there (`setup_logging`).
+PROGRESS_LINE = {"progress_line": True}
+
+
+class _TerminalHandler(logging.StreamHandler):
+    """stderr while a progress bar may be drawn on it: a message first clears the bar's line
+    (the bar is redrawn within a second), and progress lines stay in train.log."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "progress_line", False):
+            return
+        self.stream.write("\r\033[K")
+        super().emit(record)
+
+
 def setup_logging(run_dir: Path, enabled: bool) -> None:
     """Log to run_dir/train.log and stderr (rank 0 only; other ranks log warnings only)."""
     logger = logging.getLogger("glcic.training")
     logger.setLevel(logging.INFO if enabled else logging.WARNING)
     logger.propagate = False
-    for handler in list(logger.handlers):
-        logger.removeHandler(handler)
+    close_logging()
     formatter = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
-    stream = logging.StreamHandler(sys.stderr)
+    interactive = enabled and sys.stderr.isatty()
+    stream = _TerminalHandler(sys.stderr) if interactive else logging.StreamHandler(sys.stderr)
     stream.setFormatter(formatter)
     logger.addHandler(stream)
     if enabled:
@@ -41,6 +54,14 @@ def setup_logging(run_dir: Path, enabled: bool) -> None:
         handler = logging.FileHandler(run_dir / "train.log", encoding="utf-8")
         handler.setFormatter(formatter)
         logger.addHandler(handler)
+
+
+def close_logging() -> None:
+    """Detach and close the run's log handlers (train.log is closed, so its folder can go)."""
+    logger = logging.getLogger("glcic.training")
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
 
 
 class MetricsWriter:
@@ -81,58 +102,44 @@ class MetricsWriter:
                 if row.get(key) not in (None, ""):
                     self.tensorboard.add_scalar(key, float(row[key]), int(row["step"]))
 
+    def add_image(self, tag: str, image: np.ndarray, step: int) -> None:
+        """An HxWx3 uint8 image into TensorBoard (when installed), e.g. a sample grid."""
+        if self.tensorboard is not None:
+            self.tensorboard.add_image(tag, image, step, dataformats="HWC")
+
+    def add_scalars(self, values: dict[str, float], step: int) -> None:
+        """Scalars beside the losses in TensorBoard (when installed), e.g. an evaluation's."""
+        if self.tensorboard is not None:
+            for key, value in values.items():
+                self.tensorboard.add_scalar(key, value, step)
+
     def close(self) -> None:
         self.file.close()
         if self.tensorboard is not None:
             self.tensorboard.close()
 
 
-class Progress:
-    """Redraws one line on a terminal; writes log lines elsewhere."""
+def elapsed_from_metrics(run_dir: Path, step: int) -> float:
+    """Training seconds up to `step` as metrics.csv records them, over every session.
 
-    def __init__(self, total_steps: int, start_step: int) -> None:
-        self.total = total_steps
-        self.interactive = sys.stderr.isatty()
-        self.started = time.monotonic()
-        self.start_step = start_step
-
-    def update(self, step: int, phase: str, losses: dict[str, float], images_per_s: float) -> None:
-        done = step - self.start_step
-        elapsed = time.monotonic() - self.started
-        remaining = (self.total - step) * elapsed / done if done > 0 else float("nan")
-        loss_text = " ".join(f"{k} {v:.4f}" for k, v in losses.items())
-        text = (
-            f"{phase:13s} step {step}/{self.total} ({100 * step / self.total:5.1f}%) "
-            f"{loss_text} | {images_per_s:.1f} img/s | ETA {_duration(remaining)}"
-        )
-        if self.interactive:
-            sys.stderr.write("\r\033[K" + text)
-            sys.stderr.flush()
-        log.log(logging.DEBUG if self.interactive else logging.INFO, text)
-
-    def close(self) -> None:
-        if self.interactive:
-            sys.stderr.write("\n")
-
-
-def _duration(seconds: float) -> str:
-    if not np.isfinite(seconds):
-        return "?"
-    seconds = int(seconds)
-    return (
-        f"{seconds // 3600}h{seconds // 60 % 60:02d}m"
-        if seconds >= 3600
-        else (f"{seconds // 60}m{seconds % 60:02d}s")
-    )
-
-
-def sample_grid(images: torch.Tensor, masks: torch.Tensor, outputs: torch.Tensor) -> bytes:
-    """PNG bytes of rows [input with the hole shown white | completed | ground truth]."""
-    holes = masks.expand_as(images)
-    shown = images * (1 - holes) + holes
-    completed = images * (1 - holes) + outputs * holes
-    rows = [torch.cat([s, c, g], dim=2) for s, c, g in zip(shown, completed, images, strict=True)]
-    grid = torch.cat(rows, dim=1).clamp(0, 1).mul(255).round().byte()
-    buffer = io.BytesIO()
-    Image.fromarray(grid.permute(1, 2, 0).cpu().numpy()).save(buffer, format="PNG")
-    return buffer.getvalue()
+    Runs from before the checkpoint kept its elapsed time wrote each session's time from 0, so
+    where a row's time falls below the previous row's a session began, and the earlier
+    session's last time is added. Rows written since are already cumulative, which this reads
+    the same way.
+    """
+    path = run_dir / "metrics.csv"
+    if not path.is_file():
+        return 0.0
+    total, previous = 0.0, 0.0
+    with open(path, newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            try:
+                row_step, elapsed = int(row["step"]), float(row["elapsed_s"])
+            except (KeyError, TypeError, ValueError):
+                continue
+            if row_step > step:
+                break
+            if elapsed < previous:
+                total += previous
+            previous = elapsed
+    return total + previous

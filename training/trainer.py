@@ -33,6 +33,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from glcic.atomic import atomic_write_bytes
+from glcic.errors import GlcicError
+from glcic.image_io import read_image, read_mask
 from glcic.model_file import CompletionModel
 from glcic.networks import CompletionNetwork, ContextDiscriminator, prepare_input
 from glcic.precision import resolve_precision
@@ -50,7 +52,25 @@ from glcic.training.data import (
     mean_colour,
     usable_images,
 )
-from glcic.training.reporting import MetricsWriter, Progress, sample_grid
+from glcic.training.live_eval import (
+    LiveScore,
+    append_score,
+    read_scores,
+    score,
+    split_holdout,
+)
+from glcic.training.plot import write_plot
+from glcic.training.progress import PhaseSpeeds, Progress, duration
+from glcic.training.reporting import PROGRESS_LINE, MetricsWriter, elapsed_from_metrics
+from glcic.training.samples import (
+    OWN_COLUMNS,
+    TRAINING_COLUMNS,
+    encode_png,
+    grid,
+    own_row,
+    pipeline_model,
+    training_rows,
+)
 
 log = logging.getLogger("glcic.training")
 
@@ -109,6 +129,9 @@ class Trainer:
         init_model: CompletionModel | None = None,
         resume_state: dict[str, Any] | None = None,
         device: str | None = None,
+        *,
+        init_label: str = "",
+        sample_case: tuple[Path, Path] | None = None,
     ) -> None:
         self.config = config
         self.run_dir = run_dir
@@ -127,8 +150,18 @@ class Trainer:
                 f"no usable image in {', '.join(map(str, data_dirs))} "
                 f"({len(paths)} image files found, {len(skipped)} unreadable)"
             )
-        self.image_paths = usable
         log.info("data: %d images, %d skipped as unreadable", len(usable), len(skipped))
+        self.holdout = self._held_out(usable, resume_state)
+        if self.holdout:
+            held = set(self.holdout)
+            usable = [path for path in usable if path not in held]
+            log.info(
+                "evaluation: %d photo%s held out, never trained on (%s ... %s)",
+                len(self.holdout), "s" if len(self.holdout) > 1 else "",
+                self.holdout[0].name, self.holdout[-1].name,
+            )  # fmt: skip
+        self.image_paths = usable
+        self.sample_case = sample_case
 
         self.completion = CompletionNetwork(config.width).to(self.device)
         self.discriminator = ContextDiscriminator(
@@ -141,16 +174,26 @@ class Trainer:
         self.optimizer_d = torch.optim.Adadelta(self.discriminator.parameters(), lr=config.lr)
         self.step = 0
         self.init_source = ""
+        self.init_origin = ""
         self.init_licence = ""
+        self.init_context_shift = 0.0
+        self.elapsed_before = 0.0
+        self.speeds = PhaseSpeeds()
+        self.metrics: MetricsWriter | None = None
+        self.progress: Progress | None = None
+        self.last_sample_time = time.monotonic()
+        self.first_score: LiveScore | None = None
         if resume_state is not None:
             self._restore(resume_state)
         else:
             if init_model is not None:
                 self.completion.load_state_dict(init_model.network.state_dict())
                 self.mean = tuple(init_model.metadata.mean)
-                self.init_source = init_model.metadata.provenance.source or "init model"
+                self.init_source = init_label or "a model file"
+                self.init_origin = init_model.metadata.provenance.source
                 self.init_licence = init_model.metadata.provenance.licence
-                log.info("fine-tuning from %s; mean colour inherited", self.init_source)
+                self.init_context_shift = init_model.metadata.context_shift
+                log.info("fine-tuning from %s", self.init_source)
             else:
                 self.mean = mean_colour(usable, config.mean_images, config.seed)
                 log.info("mean colour of the data: %s", ", ".join(f"{v:.4f}" for v in self.mean))
@@ -167,6 +210,26 @@ class Trainer:
             self.discriminator_ddp = torch.compile(self.discriminator_ddp)
         self.dataset = HoleDataset(usable, config)
         log.info("precision: %s", self.precision.describe())
+
+    def _held_out(self, usable: list[Path], state: dict[str, Any] | None) -> list[Path]:
+        """The photos evaluation uses and training never sees (`glcic.training.live_eval`)."""
+        if state is not None:
+            holdout = [Path(p) for p in state.get("holdout", [])]
+            if self.config.eval_every and not holdout:
+                raise GlcicError(
+                    "--eval-every: this run was started without it, so it holds no photos out "
+                    "of training; score an export with glcic-eval instead"
+                )
+            return holdout
+        if not self.config.eval_every:
+            return []
+        _, holdout = split_holdout(usable, self.config.eval_photos)
+        if not holdout:
+            log.warning(
+                "evaluation off: %d photos are too few to hold some out of training",
+                len(usable),
+            )
+        return holdout
 
     def _default_device(self) -> str:
         if torch.cuda.is_available():
@@ -188,11 +251,30 @@ class Trainer:
         self.step = int(state["step"])
         self.mean = tuple(state["mean"])
         self.init_source = state.get("init_source", "")
+        self.init_origin = state.get("init_origin")
         self.init_licence = state.get("init_licence", "")
+        self.init_context_shift = float(state.get("init_context_shift", 0.0))
+        self.sample_case = self.sample_case or (
+            (Path(state["sample_case"][0]), Path(state["sample_case"][1]))
+            if state.get("sample_case")
+            else None
+        )
+        self.speeds = PhaseSpeeds(state.get("phase_seconds_per_step"))
+        self.elapsed_before = (
+            float(state["elapsed_s"])
+            if "elapsed_s" in state
+            else elapsed_from_metrics(self.run_dir, self.step)
+        )
         restore_rng_state(state["rng"])
         log.info("resumed at step %d (%s phase)", self.step, self.config.phase_at(self.step))
 
     def state(self) -> dict[str, Any]:
+        progress = self.progress
+        extra: dict[str, Any] = {}
+        if self.init_origin is not None:  # None: a resumed run from before it was recorded
+            extra["init_origin"] = self.init_origin
+        if self.sample_case is not None:
+            extra["sample_case"] = [str(p) for p in self.sample_case]
         return {
             "config": self.config.to_dict(),
             "phase": self.config.phase_at(self.step),
@@ -200,6 +282,11 @@ class Trainer:
             "data_dirs": [str(p) for p in self.data_dirs],
             "init_source": self.init_source,
             "init_licence": self.init_licence,
+            "init_context_shift": self.init_context_shift,
+            **extra,
+            "holdout": [str(p) for p in self.holdout],
+            "elapsed_s": progress.elapsed() if progress is not None else self.elapsed_before,
+            "phase_seconds_per_step": dict(self.speeds.seconds),
             "completion": self.completion.state_dict(),
             "discriminator": self.discriminator.state_dict(),
             "optimizer_completion": self.optimizer_c.state_dict(),
@@ -345,19 +432,76 @@ class Trainer:
         signal.signal(signal.SIGINT, request_stop)
         signal.signal(signal.SIGTERM, request_stop)
 
+    def _pipeline_model(self) -> CompletionModel:
+        return pipeline_model(self.completion, self.mean, self.config, self.init_context_shift)
+
+    @contextlib.contextmanager
+    def _inference(self):
+        """Eval mode, no gradients, and the global RNG left as it was: what samples and
+        evaluations do must not change a single number of the training they interrupt."""
+        was_training = self.completion.training
+        self.completion.eval()
+        try:
+            with torch.random.fork_rng(devices=[]), torch.no_grad():
+                yield
+        finally:
+            self.completion.train(was_training)
+
     def write_samples(self) -> None:
+        """samples/step-N.png (and step-N-own.png for --sample-image), labelled."""
         if not self.dist.is_main:
             return
         batch = [self.dataset[(0, index % len(self.dataset))] for index in range(SAMPLE_COUNT)]
         images = torch.stack([b["image"] for b in batch]).float().div(255).to(self.device)
         masks = torch.stack([b["mask"] for b in batch]).float().to(self.device)
-        was_training = self.completion.training
-        self.completion.eval()
-        with torch.no_grad():
+        phase = self.config.phase_at(max(0, self.step - 1)) if self.step else "start"
+        title = f"step {self.step:,} of {self.config.total_steps:,} ({phase})"
+        with self._inference():
             output = self.completion(prepare_input(images, masks, self.mean_tensor)).float()
-        self.completion.train(was_training)
-        path = self.run_dir / "samples" / f"step-{self.step:09d}.png"
-        atomic_write_bytes(path, sample_grid(images.cpu(), masks.cpu(), output.cpu()))
+            model = self._pipeline_model()
+            rows = training_rows(model, images.cpu(), masks.cpu(), output.cpu())
+            picture = grid(title + ": training crops", TRAINING_COLUMNS, rows)
+            own = None
+            if self.sample_case is not None:
+                image, mask = read_image(self.sample_case[0]), read_mask(self.sample_case[1])
+                own_title = f"{title}: {self.sample_case[0].name}"
+                own = grid(own_title, OWN_COLUMNS, [own_row(model, image, mask)])
+        folder = self.run_dir / "samples"
+        atomic_write_bytes(folder / f"step-{self.step:09d}.png", encode_png(picture))
+        if own is not None:
+            atomic_write_bytes(folder / f"step-{self.step:09d}-own.png", encode_png(own))
+        if self.metrics is not None:
+            self.metrics.add_image("samples/training crops", picture, self.step)
+            if own is not None:
+                self.metrics.add_image("samples/your image", own, self.step)
+        self.last_sample_time = self.progress.clock() if self.progress else time.monotonic()
+        write_plot(self.run_dir)
+
+    def evaluate_holdout(self) -> None:
+        """Score the held-out photos now (`glcic.training.live_eval`) and log it."""
+        if not (self.dist.is_main and self.holdout and self.config.eval_every):
+            return
+        with self._inference():
+            result = score(self._pipeline_model(), self.holdout, self.step)
+        append_score(self.run_dir, result)
+        if self.first_score is None or self.first_score.step >= result.step:
+            self.first_score = result
+        since = (
+            f" (step {self.first_score.step:,}: L1 {self.first_score.l1:.4f}, "
+            f"PSNR {self.first_score.psnr:.2f} dB)"
+            if self.first_score.step < result.step
+            else ""
+        )
+        log.info(
+            "held-out evaluation at step %d on %d photo%s: %s%s",
+            self.step, result.photos, "s" if result.photos > 1 else "", result.describe(), since,
+        )  # fmt: skip
+        if self.metrics is not None:
+            self.metrics.add_scalars(
+                {"eval/psnr": result.psnr, "eval/l1": result.l1, "eval/detail": result.detail},
+                self.step,
+            )
+        write_plot(self.run_dir)
 
     def train(self, stop_at: int | None = None) -> int:
         """Run to `total_steps` (or `stop_at`, checkpointing there, to resume later).
@@ -369,21 +513,37 @@ class Trainer:
         self.completion.train()
         self.discriminator.train()
         self._install_signal_handlers()
-        metrics = MetricsWriter(self.run_dir, self.step) if self.dist.is_main else None
-        progress = Progress(config.total_steps, self.step) if self.dist.is_main else None
+        main = self.dist.is_main
+        self.metrics = MetricsWriter(self.run_dir, self.step) if main else None
+        self.progress = (
+            Progress(config, self.step, end, self.speeds, elapsed_before=self.elapsed_before)
+            if main
+            else None
+        )
+        earlier = read_scores(self.run_dir) if main else []
+        self.first_score = LiveScore.from_row(earlier[0]) if earlier else None
         log.info(
             "training to step %d on %s (%d process%s), batch %d per process",
             config.total_steps, self.device, self.dist.world,
             "es" if self.dist.world > 1 else "", config.batch_size,
         )  # fmt: skip
+        if main and self.step < end:
+            # What the run starts from, at once (a resumed run has them already).
+            if not (self.run_dir / "samples" / f"step-{self.step:09d}.png").is_file():
+                self.write_samples()
+            if not any(int(row["step"]) == self.step for row in read_scores(self.run_dir)):
+                self.evaluate_holdout()
         sums: dict[str, torch.Tensor] = {}
-        counted = 0
-        window_start = time.monotonic()
-        run_start = window_start
+        line_sums: dict[str, torch.Tensor] = {}
+        counted = line_counted = 0
+        window_start = line_start = time.monotonic()
+        shown: dict[str, float] = {}
+        first_step = True
         batches: Any = None
         try:
             batches = iter(self._loader())
             while self.step < end and self.stop_signal is None:
+                step_start = time.monotonic()
                 try:
                     batch = next(batches)
                 except (RuntimeError, EOFError, OSError):
@@ -393,11 +553,33 @@ class Trainer:
                     if self.stop_signal is None:
                         raise
                     break  # no batch, no step
+                phase = config.phase_at(self.step)
                 losses = self.train_step(batch)
                 self.step += 1
                 counted += 1
+                line_counted += 1
+                if not first_step:  # the first step of a session includes warming up
+                    self.speeds.record(phase, time.monotonic() - step_start)
+                first_step = False
                 for key, value in losses.items():  # summed on device: no host sync per step
                     sums[key] = sums.get(key, 0) + value
+                    line_sums[key] = line_sums.get(key, 0) + value
+                progress = self.progress
+                if progress is not None and progress.line_due(self.step):
+                    now = time.monotonic()
+                    rate = (
+                        line_counted
+                        * config.batch_size
+                        * self.dist.world
+                        / max(now - line_start, 1e-9)
+                    )
+                    shown = {k: float(v) / line_counted for k, v in line_sums.items()}
+                    log.info(progress.line(self.step, phase, shown, rate), extra=PROGRESS_LINE)
+                    line_sums, line_counted, line_start = {}, 0, now
+                if progress is not None:
+                    per_step = self.speeds.per_step(phase)
+                    rate = config.batch_size * self.dist.world / per_step if per_step else 0.0
+                    progress.bar(self.step, phase, shown, rate)
                 if self.step % config.log_every == 0 or self.step == config.total_steps:
                     now = time.monotonic()
                     rate = (
@@ -407,36 +589,54 @@ class Trainer:
                         / max(now - window_start, 1e-9)
                     )
                     means = {k: float(v) / counted for k, v in sums.items()}
-                    phase = config.phase_at(self.step - 1)
-                    if metrics is not None and progress is not None:
-                        progress.update(self.step, phase, means, rate)
-                        metrics.write({
+                    if self.metrics is not None and progress is not None:
+                        self.metrics.write({
                             "step": self.step, "phase": phase, "images_per_s": f"{rate:.2f}",
-                            "elapsed_s": f"{now - run_start:.1f}",
+                            "elapsed_s": f"{progress.elapsed():.1f}",
                             **{k: f"{means.get(k, float('nan')):.6f}" if k in means else ""
                                for k in ("loss_mse", "loss_d", "loss_adv")},
                         })  # fmt: skip
                     sums, counted, window_start = {}, 0, now
-                if self.step % config.sample_every == 0:
+                if self._sample_due():
                     self.write_samples()
+                if config.eval_every and self.step % config.eval_every == 0:
+                    self.evaluate_holdout()
                 if self.step % config.checkpoint_every == 0 and self.step < end:
                     self.checkpoint()
         finally:
-            if progress is not None:
-                progress.close()
-            if metrics is not None:
-                metrics.close()
+            if self.progress is not None:
+                self.progress.close()
+            if self.metrics is not None:
+                self.metrics.close()
         if self.stop_signal is not None:
             batches = None  # shuts the remaining loader workers down before the checkpoint
-            log.warning(
-                "stopped by signal %d at step %d; saving a checkpoint", self.stop_signal, self.step
-            )
             self.checkpoint(verify_ranks=False)
+            log.warning(
+                "stopped by signal %d at step %d, checkpoint saved; continue this run with: "
+                "glcic-train run --out %s --resume",
+                self.stop_signal, self.step, self.run_dir,
+            )  # fmt: skip
             return 128 + self.stop_signal
         self.checkpoint()
         if self.step < config.total_steps:
-            log.info("stopped at step %d as asked; continue with --resume", self.step)
+            log.info(
+                "stopped at step %d as asked; continue with: glcic-train run --out %s --resume",
+                self.step, self.run_dir,
+            )  # fmt: skip
             return 0
         self.write_samples()
-        log.info("finished at step %d", self.step)
+        if config.eval_every and self.step % config.eval_every:
+            self.evaluate_holdout()
+        log.info(
+            "finished at step %d after %s of training",
+            self.step, duration(self.progress.elapsed() if self.progress else 0.0),
+        )  # fmt: skip
         return 0
+
+    def _sample_due(self) -> bool:
+        """A sample every `sample_every` steps, and when `sample_minutes` have passed."""
+        if self.step % self.config.sample_every == 0:
+            return True
+        if not self.config.sample_minutes or self.progress is None:
+            return False
+        return self.progress.clock() - self.last_sample_time >= 60 * self.config.sample_minutes
