@@ -7,13 +7,16 @@ this test's own folder, which tests/gimp/run_in_root.sh mounts into the root (wi
 and an empty /tmp) inside a private mount namespace, so the cached root is never written and
 nothing stays mounted. There `gimp-console-3.0` runs tests/gimp/drive.py in batch mode: it
 builds images, paints, selects and calls the plug-in's procedure through the PDB, against a real
-daemon on loopback (the root shares the network) running a tiny model. GIMP runs twice: once
-with the daemon for every completion and refusal, once after stopping it.
+daemon on loopback (the root shares the network) serving two tiny models, "tiny" (its default)
+and "tiny-b". GIMP runs twice: once with the daemon for every completion and refusal, once after
+stopping it.
 """
 
 from __future__ import annotations
 
 import base64
+import importlib.util
+import json
 import os
 import re
 import shutil
@@ -24,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support.daemon import tiny_daemon
-from support.hosts import driver_results, require_host
+from support.daemon import save_tiny, tiny_daemon
+from support.hosts import driver_results, require_host, virtual_display
 from support.models import make_tiny_model
 
 from glcic import complete
@@ -42,8 +45,23 @@ GIMP_TIMEOUT_S = 150
 PROCEDURE = "plug-in-glcic-content-aware-complete"
 FILL = "Content-aware fill"
 WIDTH, HEIGHT = 160, 120
-COMPLETED = ["rgba8_rectangle", "rgbaf32_feathered", "gray16_feathered_in_group",
-             "rgba8_interactive", "rgba8_mask_selected"]  # fmt: skip
+#: The completions drive.py runs, in its order, and the daemon model each must have used.
+MODELS = {
+    "rgba8_rectangle": "tiny",
+    "rgbaf32_feathered": "tiny",
+    "gray16_feathered_in_group": "tiny",
+    "rgba8_model_b": "tiny-b",  # chosen by the procedure's "model" argument
+    "rgba8_interactive": "tiny-b",  # the first interactive run keeps the argument given ...
+    "rgba8_last_values": "tiny-b",  # ... and "repeat" (WITH_LAST_VALS) gets it back
+    "rgba8_mask_selected": "tiny",
+}
+COMPLETED = list(MODELS)
+#: The seed each daemon model was made with (support.models.make_tiny_model).
+SEEDS = {"tiny": 0, "tiny-b": 1}
+PLUGIN_DIR = REPO / "plugins" / "gimp" / "glcic_complete"
+#: The test-only plug-in that opens glcic's dialog and answers it (see its docstring).
+PROBE = Path(__file__).parent / "gimp" / "glcic_dialog_probe" / "glcic_dialog_probe.py"
+PROBE_RESULTS = "probe.json"
 
 
 # -- running GIMP 3 in its root folder -------------------------------------------------------
@@ -78,13 +96,18 @@ def gimp_available(root: Path) -> bool:
     return probe.returncode == 0
 
 
-def run_gimp(root: Path, work: Path, scenarios: str) -> tuple[dict, str]:
-    """Run the driver in one gimp-console; returns its results and GIMP's output."""
+def run_gimp(
+    root: Path, work: Path, scenarios: str, display: str | None = None
+) -> tuple[dict, str]:
+    """Run the driver in one gimp-console; returns its results and GIMP's output. With a
+    `display` (an X screen, reached from the root through the shared network namespace's
+    abstract socket), plug-ins can open windows and the driver runs the dialog probe."""
     results = work / f"results-{scenarios}.json"
+    screen = [f"DISPLAY={display}", f"GLCIC_PROBE_RESULTS={INSIDE}/{PROBE_RESULTS}"]
     inside = [
         "/usr/bin/env", "-i", f"HOME={INSIDE}/home", "PATH=/usr/bin:/bin", "LANG=C.UTF-8",
         f"GLCIC_HOME={INSIDE}/glcic", f"GLCIC_TEST_RESULTS={INSIDE}/{results.name}",
-        f"GLCIC_GIMP_SCENARIOS={scenarios}",
+        f"GLCIC_GIMP_SCENARIOS={scenarios}", *(screen if display else []),
         "timeout", "-k", "10", str(GIMP_TIMEOUT_S),
         "gimp-console-3.0", "-i", "--batch-interpreter", "python-fu-eval",
         "-b", f"exec(open('{INSIDE}/drive.py').read())", "--quit",
@@ -125,15 +148,26 @@ def gimp(tmp_path_factory) -> dict:
         installed.stderr
     )
     shutil.copy(DRIVER, work / "drive.py")
+    probe = plugins / PROBE.parent.name / PROBE.name
+    probe.parent.mkdir()
+    shutil.copy(PROBE, probe)
+    probe.chmod(0o755)  # GIMP runs only executable plug-ins
+    save_tiny(work / "glcic", "tiny-b", seed=SEEDS["tiny-b"])
     with tiny_daemon(work / "glcic") as daemon:
         with_daemon, output = run_gimp(root, work, "daemon")
         log = daemon.log()
-    without, output_without = run_gimp(root, work, "no_daemon")
+    if shutil.which("Xvfb"):
+        with virtual_display() as display:
+            without, output_without = run_gimp(root, work, "no_daemon", display)
+    else:
+        without, output_without = run_gimp(root, work, "no_daemon")
+    probe_results = work / PROBE_RESULTS
     return {
         "results": with_daemon,
         "output": output,
         "no_daemon": without,
         "output_no_daemon": output_without,
+        "probe": json.loads(probe_results.read_text()) if probe_results.exists() else None,
         "daemon_log": log,
         "pluginrc": (work / "home" / ".config" / "GIMP" / "3.0" / "pluginrc").read_text(
             errors="replace"
@@ -171,6 +205,9 @@ def test_procedure_is_registered_under_filters_for_one_drawable(gimp) -> None:
     )
     assert definition is not None, "GIMP did not register the plug-in from its user folder"
     assert int(definition.group(1)) == procedure["drawable_only"]  # sensitive to one drawable
+    # Scripts choose the model by name; empty means the daemon's default.
+    assert procedure["arguments"] == ["run-mode", "image", "drawables", "model"]
+    assert procedure["model_default"] == "" and procedure["model_type"] == "gchararray"
 
 
 @pytest.mark.slow
@@ -237,7 +274,8 @@ def test_fill_is_the_networks_completion_of_the_layer_as_placed(gimp, scenario) 
     assert not paint[:, :6].any() and not paint[106:].any() and paint[:106, 6:146, 3].all()
     selection = _array(entry["selection"], 1)
     hole = np.where(selection > 0, 255, 0).astype(np.uint8)
-    expected = complete(np.ascontiguousarray(paint), hole, make_tiny_model())
+    seed = SEEDS[MODELS[scenario]]  # the model that scenario chose
+    expected = complete(np.ascontiguousarray(paint), hole, make_tiny_model(seed))
     fill = _array(entry["fill_rgba8"], 4).astype(np.int32)
     inside = selection > 0
     if scenario.startswith("gray"):
@@ -256,6 +294,79 @@ def _to_linear(v: np.ndarray) -> np.ndarray:
 
 def _to_srgb(v: np.ndarray) -> np.ndarray:
     return np.where(v <= 0.0031308, v * 12.92, 1.055 * v ** (1 / 2.4) - 0.055)
+
+
+@pytest.mark.slow
+def test_the_model_chosen_is_the_model_that_runs(gimp) -> None:
+    """The daemon names the model of each completion it served, in the order drive.py asked."""
+    served = re.findall(r"completed \w+: \d+x\d+, model ([\w.-]+)", gimp["daemon_log"])
+    assert served == list(MODELS.values()), gimp["daemon_log"][-3000:]
+    # Same image, same selection: the other model's fill differs. (Only slightly: two tiny
+    # random networks under the same Poisson blend; each fill is checked exactly against its
+    # own model in test_fill_is_the_networks_completion_of_the_layer_as_placed.)
+    scenarios = gimp["results"]["scenarios"]
+    chosen, default = scenarios["rgba8_model_b"], scenarios["rgba8_rectangle"]
+    assert chosen["selection"] == default["selection"]
+    inside = _array(default["selection"], 1) > 0
+    differs = _array(chosen["fill_rgba8"], 4)[inside] != _array(default["fill_rgba8"], 4)[inside]
+    assert differs.any(axis=1).mean() > 0.5
+
+
+@pytest.mark.slow
+def test_clean_runs_print_no_warnings_from_the_plugin(gimp) -> None:
+    """GIMP's output, through completions, refusals and runs without a daemon, holds nothing
+    from the plug-in's process: every GLib message it prints (LibGimp's "gimp_flush(): error:
+    Broken pipe" included) carries its program name, and Python's warnings and tracebacks its
+    file's path. (GIMP's own noise, e.g. its python-eval's identical warning, is not ours.)"""
+    for output in (gimp["output"], gimp["output_no_daemon"]):
+        ours = [
+            line for line in output.splitlines()
+            if "glcic_complete" in line or "glcic-completion" in line  # program, thread
+        ]  # fmt: skip
+        assert ours == [], "\n".join(ours)
+    # Both runs did run the plug-in: successes, and errors without a daemon.
+    assert gimp["results"]["scenarios"]["rgba8_rectangle"]["status"] == "success"
+    assert gimp["no_daemon"]["scenarios"]["no_daemon"]["status"] == "execution-error"
+
+
+@pytest.mark.slow
+def test_dialog_offers_the_daemons_models_and_sets_the_model_argument(gimp) -> None:
+    """glcic's real dialog on a virtual screen, answered by tests/gimp/glcic_dialog_probe for
+    a daemon with the models default, tiny (its default) and tiny-b."""
+    probe = gimp["probe"]
+    require_host(probe is not None, "Xvfb (a virtual screen for GIMP's dialogs)")
+    assert "error" not in probe, probe.get("error")
+    rows = [["", "The daemon's default (tiny)"], ["default", "default"], ["tiny", "tiny"],
+            ["tiny-b", "tiny-b"]]  # fmt: skip
+    for case in probe.values():
+        assert case["can_show_dialogs"] and case["combos"] == 1 and case["rows"] == rows
+        assert case["frames"] == ["Completion"] and "Model:" in case["labels"]
+    first = probe["first_use"]  # nothing remembered: the daemon's default; the user picks
+    assert first["active_before"] == "" and first["returned"] is True
+    assert first["model_after"] == "tiny-b"
+    remembered = probe["remembered"]  # libgimp restored the last choice: it is selected
+    assert remembered["active_before"] == "tiny-b" and remembered["model_after"] == "tiny-b"
+    gone = probe["remembered_gone"]  # no longer in the daemon's folder: default, and a note
+    assert gone["active_before"] == "" and gone["model_after"] == ""
+    assert any('"deleted"' in label for label in gone["labels"])
+    assert probe["cancelled"]["returned"] is False
+    for case in probe.values():
+        assert "error" not in case, case["error"]
+    # The dialog code printed nothing (GTK's messages would carry the probe's program name).
+    # Not the dialog's: GIMP's own dialog asking gimp-console for a window to stay above (it
+    # has none), and libgimp's "Broken pipe" on the way out, which the probe, unlike
+    # glcic_complete (see its do_quit), does not avoid.
+    known = ("gimp_window_transient_on_mapped", "gimp_flush(): error: Broken pipe")
+    printed = [
+        line
+        for line in gimp["output_no_daemon"].splitlines()
+        if "glcic_dialog_probe" in line and not any(text in line for text in known)
+    ]
+    assert printed == [], "\n".join(printed)
+    # An interactive run with a screen but no daemon says so before any dialog opens.
+    entry = gimp["no_daemon"]["scenarios"]["no_daemon_interactive"]
+    assert entry["status"] == "execution-error" and "not running" in entry["message"]
+    assert entry["layers_after"] == entry["layers_before"]
 
 
 @pytest.mark.slow
@@ -281,18 +392,28 @@ def test_refusals_explain_themselves_and_change_nothing(gimp) -> None:
         "channel": ["select a layer"],
         "two_layers": ["one layer at a time"],
         "no_daemon": ["not running", "glcic-daemon start"],
+        "no_daemon_model": ["not running", "glcic-daemon start"],  # asking for the model list
         "version_mismatch": ["different versions", "install-plugin gimp"],
-    }
+        # A script's unknown model: the models the daemon does have, named.
+        "unknown_model": ['no model named "no-such-model"', "Its models are: default, "
+                          "tiny (the daemon's default), tiny-b.", '"model" argument'],
+    }  # fmt: skip
     for key, words in expectations.items():
         entry = scenarios[key]
         assert entry["status"] == "execution-error", key
         for word in words:
             assert word in entry["message"], (key, entry["message"])
         assert entry["layers_after"] == entry["layers_before"], key
-        # GIMP shows the returned words itself, once.
+        assert entry["original_unchanged"] and not entry["dirty"], key  # the image untouched
+        # GIMP shows the returned words itself, once per refusal.
         first_line = entry["message"].splitlines()[0]
-        assert outputs.get(key, gimp["output"]).count(first_line) == 1, key
-    assert scenarios["no_daemon"]["message"].lower().count("not running") == 1
+        output = outputs.get(key, gimp["output"])
+        same = [k for k, v in scenarios.items() if v.get("message")
+                and outputs.get(k, gimp["output"]) is output
+                and v["message"].splitlines()[0] == first_line]  # fmt: skip
+        assert output.count(first_line) == len(same), key
+    for key in ("no_daemon", "no_daemon_model"):
+        assert scenarios[key]["message"].lower().count("not running") == 1
 
 
 # -- the installer (no GIMP needed) ---------------------------------------------------------
@@ -306,7 +427,8 @@ def test_install_gimp_puts_the_plugin_folder_in_place(tmp_path) -> None:
     folder = plugins / "glcic_complete"
     main = folder / "glcic_complete.py"
     assert {p.name for p in folder.iterdir()} == {
-        "glcic_complete.py", "glcic_client.py", "glcic_discovery.py", "glcic_plugin_common.py"
+        "glcic_complete.py", "glcic_gimp_models.py", "glcic_gimp_dialog.py", "glcic_client.py",
+        "glcic_discovery.py", "glcic_plugin_common.py"
     }  # fmt: skip
     assert main.stat().st_mode & (stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH) == 0o111
     assert main.read_text().startswith("#!/usr/bin/env python3\n")
@@ -395,3 +517,65 @@ def test_install_for_a_bundled_python_vendors_the_client_requirements(
     report = install_gimp.install(tmp_path / "unknown", None)
     assert calls[-1][1] == install_gimp.BUNDLED_PYTHON
     assert any("--python" in note for note in report.notes)
+
+
+# -- the model's rules (no GIMP needed) ---------------------------------------------------------
+
+
+def _models_module():
+    """The plug-in's glcic_gimp_models, loaded from its file as GIMP's Python loads it."""
+    spec = importlib.util.spec_from_file_location(
+        "glcic_gimp_models", PLUGIN_DIR / "glcic_gimp_models.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while it loads
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules[spec.name]
+    return module
+
+
+NAMES, DEFAULT = ["default", "mine", "tiny"], "tiny"
+
+
+def test_dialog_lists_the_daemons_models_after_its_default() -> None:
+    models = _models_module()
+    choices = models.model_choices(NAMES, DEFAULT, "")
+    assert choices.rows == [
+        ("", "The daemon's default (tiny)"), ("default", "default"), ("mine", "mine"),
+        ("tiny", "tiny"),
+    ]  # fmt: skip
+    assert choices.active == "" and choices.note is None  # first use: the daemon's default
+
+
+def test_dialog_selects_the_remembered_model() -> None:
+    models = _models_module()
+    choices = models.model_choices(NAMES, DEFAULT, "mine")
+    assert choices.active == "mine" and choices.note is None
+
+
+def test_dialog_says_when_the_remembered_model_is_gone() -> None:
+    models = _models_module()
+    choices = models.model_choices(NAMES, DEFAULT, "deleted")
+    assert choices.active == ""
+    assert '"deleted"' in choices.note and "the daemon's default is selected" in choices.note
+    # A daemon without a default: the first model instead, and no row for a missing default.
+    choices = models.model_choices(["a", "b"], None, "deleted")
+    assert choices.rows == [("a", "a"), ("b", "b")]
+    assert choices.active == "a" and '"a" is selected' in choices.note
+
+
+def test_model_names_are_checked_against_the_daemons_list() -> None:
+    models = _models_module()
+    assert models.model_problem("", NAMES, DEFAULT) is None
+    assert models.model_problem("mine", NAMES, DEFAULT) is None
+    unknown = models.model_problem("Mine", NAMES, DEFAULT)  # names are exact
+    assert unknown is not None
+    assert 'no model named "Mine"' in unknown
+    assert "Its models are: default, mine, tiny (the daemon's default)." in unknown
+    no_default = models.model_problem("", NAMES, None)
+    assert no_default is not None and "no default model" in no_default and "mine" in no_default
+    nothing = models.model_problem("", [], None)
+    assert nothing is not None and "glcic-daemon models" in nothing

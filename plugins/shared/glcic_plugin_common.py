@@ -19,6 +19,9 @@ try:  # inside a plugin package (Krita) the client sits beside this module
 except ImportError:  # a plain folder on sys.path (GIMP)
     import glcic_client as client_module
 
+#: The error code of a request for a model the daemon does not have (hosts add where to choose).
+UNKNOWN_MODEL = client_module.UNKNOWN_MODEL
+
 #: What the daemon's progress stages mean to the user.
 PROGRESS_STAGES = {
     "queued": "Waiting for the glcic daemon…",
@@ -130,6 +133,29 @@ REQUEST_TIMEOUT = 10.0
 COMPLETION_TIMEOUT = 900.0
 
 
+def daemon_models(timeout: float = REQUEST_TIMEOUT) -> tuple[list[str], str | None]:
+    """The names of the models the daemon can complete with, and its default's name (None when
+    it has none), for a model chooser in a host.
+
+    Blocks for up to `timeout` seconds, so a host calls it off its UI thread (or with a short
+    timeout). A model whose file failed to load and that has no earlier version in service is
+    left out: choosing it could only fail. Raises the client errors that describe_client_error()
+    words (daemon not running, timeout, version mismatch, ...).
+    """
+    with client_module.Client(timeout=timeout) as client:
+        entries = client.models()
+    names: list[str] = []
+    default: str | None = None
+    for entry in entries:
+        name = str(entry["name"])
+        if entry.get("error") and not entry.get("loaded"):
+            continue
+        names.append(name)
+        if entry.get("default"):
+            default = name
+    return names, default
+
+
 @dataclass(frozen=True)
 class Request:
     """What the UI thread read from the document for the daemon."""
@@ -151,7 +177,7 @@ class CompletionJob:
         UI:     read the selection's box plus the context margin   -> job.provide(region, ...)
         worker: send it, relay progress                            -> ("progress", stage, fraction)
                                                                    -> ("result", CompletionResult)
-                                                                   or ("error", message)
+                                                                   or ("error", message[, code])
     """
 
     def __init__(self, host: str, model: str | None = None) -> None:
@@ -204,8 +230,8 @@ class CompletionJob:
         except client_module.DaemonError as error:
             if error.code == client_module.CANCELLED:
                 self.events.put(("cancelled",))
-            else:
-                self.events.put(("error", describe_daemon_error(error)))
+            else:  # the code lets a host add its own advice (e.g. where to choose a model)
+                self.events.put(("error", describe_daemon_error(error), error.code))
         except client_module.ClientError as error:
             self.events.put(("error", describe_client_error(error, self.host)))
         except Exception as error:  # a bug here must reach the user, not vanish with the thread
@@ -254,7 +280,10 @@ def describe_daemon_error(error: client_module.DaemonError) -> str:
         client_module.BUSY: "The daemon is busy with other requests; try again in a moment.",
         client_module.TOO_LARGE: "The selected area is too large for the daemon's limits.",
         client_module.NO_MODEL: "The daemon has no completion model installed.",
-        client_module.UNKNOWN_MODEL: "The daemon does not have the requested model.",
+        client_module.UNKNOWN_MODEL: (
+            "The glcic daemon has no model by the name asked for: it may have been removed or "
+            "renamed (`glcic-daemon models` in a terminal lists them)."
+        ),
         client_module.TIMEOUT: "The completion took longer than the daemon allows.",
         client_module.SHUTTING_DOWN: "The daemon is shutting down. " + HOW_TO_START,
     }.get(error.code, "The glcic daemon could not complete the selection.")

@@ -6,6 +6,12 @@ PDB as a script would, and records the layers, pixels and the procedure's return
 Environment: GLCIC_TEST_RESULTS (the JSON file to write), GLCIC_GIMP_SCENARIOS ("daemon": every
 scenario that needs a running daemon, and the refusals; "no_daemon": those without one, and with
 a connection file of another protocol version).
+
+The daemon serves "tiny" (its default) and "tiny-b"; some scenarios choose "tiny-b" through the
+procedure's "model" argument, one names a model it does not have. gimp-console has no display,
+so an interactive run shows no dialog: it runs with the values libgimp remembers (none yet on
+the first interactive run, which therefore keeps the arguments given) and, when it succeeds,
+remembers them for the next interactive or "repeat" (WITH_LAST_VALS) run.
 """
 
 import base64
@@ -96,12 +102,14 @@ def new_image(base, precision, grouped: bool = False):
     return image, paint
 
 
-def run_procedure(image, drawables, mode=Gimp.RunMode.NONINTERACTIVE) -> dict:
+def run_procedure(image, drawables, mode=Gimp.RunMode.NONINTERACTIVE, model=None) -> dict:
     procedure = Gimp.get_pdb().lookup_procedure(PROCEDURE)
     config = procedure.create_config()
     config.set_property("run-mode", mode)
     config.set_property("image", image)
     config.set_core_object_array("drawables", drawables)
+    if model is not None:
+        config.set_property("model", model)
     values = procedure.run(config)
     status = values.index(0)
     message = values.index(1) if values.length() > 1 else None
@@ -119,12 +127,20 @@ def find(container, name):
     return None
 
 
+def rectangle(image, paint) -> list:
+    """A square selection, for the refusals; the paint layer is what is selected."""
+    image.select_rectangle(Gimp.ChannelOps.REPLACE, 20, 20, 30, 30)
+    return [paint]
+
+
 class Driver:
     def __init__(self) -> None:
         self.results = {"scenarios": {}}
         self.images = []
 
-    def completion(self, key, base, precision, shape, grouped=False, mode=None, mask=False) -> None:
+    def completion(
+        self, key, base, precision, shape, grouped=False, mode=None, mask=False, model=None
+    ) -> None:
         image, paint = new_image(base, precision, grouped)
         self.images.append(image)
         drawables = [paint]
@@ -140,7 +156,9 @@ class Driver:
         before = native(paint)
         layers_before = layer_tree(image)
         image.clean_all()
-        outcome = run_procedure(image, drawables, mode or Gimp.RunMode.NONINTERACTIVE)
+        # RunMode.INTERACTIVE is 0, so `mode or ...` would run every "interactive" call as a script.
+        mode = Gimp.RunMode.NONINTERACTIVE if mode is None else mode
+        outcome = run_procedure(image, drawables, mode, model)
         entry = {
             **outcome,
             "layers_before": layers_before,
@@ -177,14 +195,38 @@ class Driver:
             )
         self.results["scenarios"][key] = entry
 
-    def refusal(self, key, setup) -> None:
+    def refusal(self, key, setup, model=None) -> None:
         image, paint = new_image(RGB, Gimp.Precision.U8_NON_LINEAR)
         self.images.append(image)
         drawables = setup(image, paint)
         layers_before = layer_tree(image)
-        outcome = run_procedure(image, drawables)
+        before = native(paint)
+        image.clean_all()
+        outcome = run_procedure(image, drawables, model=model)
         self.results["scenarios"][key] = {
             **outcome,
+            "layers_before": layers_before,
+            "layers_after": layer_tree(image),
+            "original_unchanged": before == native(paint),
+            "dirty": image.is_dirty(),  # anything done to the image would have made it so
+        }
+
+    def dialog_probe(self) -> None:
+        """glcic's dialog, opened and answered by the test-only plug-in glcic_dialog_probe, and
+        the real procedure run interactively with a screen but no daemon (which must refuse
+        before showing a dialog nobody would answer)."""
+        image, paint = new_image(RGB, Gimp.Precision.U8_NON_LINEAR)
+        self.images.append(image)
+        procedure = Gimp.get_pdb().lookup_procedure("plug-in-glcic-dialog-probe")
+        config = procedure.create_config()
+        config.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
+        config.set_property("image", image)
+        config.set_core_object_array("drawables", [paint])
+        self.results["probe_status"] = procedure.run(config).index(0).value_nick
+        rectangle(image, paint)
+        layers_before = layer_tree(image)
+        self.results["scenarios"]["no_daemon_interactive"] = {
+            **run_procedure(image, [paint], Gimp.RunMode.INTERACTIVE),
             "layers_before": layers_before,
             "layers_after": layer_tree(image),
         }
@@ -196,17 +238,16 @@ class Driver:
             "menu_paths": list(procedure.get_menu_paths()),
             "image_types": procedure.get_image_types(),
             "drawable_only": int(Gimp.ProcedureSensitivityMask.DRAWABLE),
+            "arguments": [spec.get_name() for spec in procedure.get_arguments()],
+            "model_default": procedure.find_argument("model").get_default_value(),
+            "model_type": procedure.find_argument("model").value_type.name,
         }
 
     def run(self, which: str) -> None:
         u8, f32 = Gimp.Precision.U8_NON_LINEAR, Gimp.Precision.FLOAT_LINEAR
         if which == "no_daemon":
-
-            def rectangle(image, paint):
-                image.select_rectangle(Gimp.ChannelOps.REPLACE, 20, 20, 30, 30)
-                return [paint]
-
             self.refusal("no_daemon", rectangle)
+            self.refusal("no_daemon_model", rectangle, model="tiny-b")
             # A daemon of another protocol version: its connection file says so.
             path = os.path.join(os.environ["GLCIC_HOME"], "run", "daemon.json")
             os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
@@ -219,13 +260,21 @@ class Driver:
                 self.refusal("version_mismatch", rectangle)
             finally:
                 os.unlink(path)
+            if os.environ.get("GLCIC_PROBE_RESULTS"):  # GIMP has a (virtual) screen
+                self.dialog_probe()
             return
         self.registration()
         self.completion("rgba8_rectangle", RGB, u8, "rectangle")
         self.completion("rgbaf32_feathered", RGB, f32, "ellipse")
         self.completion("gray16_feathered_in_group", GRAY, Gimp.Precision.U16_LINEAR, "ellipse",
                         grouped=True)  # fmt: skip
-        self.completion("rgba8_interactive", RGB, u8, "rectangle", mode=Gimp.RunMode.INTERACTIVE)
+        self.completion("rgba8_model_b", RGB, u8, "rectangle", model="tiny-b")
+        # The first interactive run keeps the model given and, succeeding, remembers it ...
+        self.completion("rgba8_interactive", RGB, u8, "rectangle", mode=Gimp.RunMode.INTERACTIVE,
+                        model="tiny-b")  # fmt: skip
+        # ... for "repeat", which is given the default here and must use tiny-b all the same.
+        self.completion("rgba8_last_values", RGB, u8, "rectangle",
+                        mode=Gimp.RunMode.WITH_LAST_VALS, model="")  # fmt: skip
         self.completion("rgba8_mask_selected", RGB, u8, "ellipse", mask=True)
 
         def nothing_selected(image, paint):
@@ -245,6 +294,7 @@ class Driver:
         self.refusal("empty_selection", nothing_selected)
         self.refusal("channel", a_channel)
         self.refusal("two_layers", two_layers)
+        self.refusal("unknown_model", rectangle, model="no-such-model")
 
     def close(self) -> None:
         for image in self.images:

@@ -17,13 +17,24 @@ nothing here runs after Cancel. The worker's `alive` messages stop with it, so t
 the request within a few seconds; GIMP's image is untouched, as the layer is only added once the
 fill has arrived.
 
-Errors (no daemon, timeouts, version mismatches, daemon-side failures, an empty selection) end
-the procedure with an execution error carrying the words for the user, which GIMP shows.
+The model: the procedure's "model" argument names one of the daemon's models ("" for the
+daemon's default), so scripts choose it; interactive runs show a dialog listing the daemon's
+models (glcic_gimp_dialog), and libgimp remembers the choice for the next run. Unknown names are
+refused with the list of the models the daemon has (glcic_gimp_models).
+
+Errors (no daemon, timeouts, version mismatches, daemon-side failures, an empty selection, an
+unknown model) end the procedure with an execution error carrying the words for the user, which
+GIMP shows.
+
+Ending: see ContentAwareComplete.do_quit. After a run the process ends itself instead of letting
+libgimp send GIMP a goodbye that GIMP 3.0 no longer reads, which printed a "Broken pipe" warning.
 """
 
+import contextlib
 import os
 import queue
 import sys
+import time
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 for _folder in (os.path.join(_HERE, "vendor"), _HERE):
@@ -34,7 +45,8 @@ import gi  # noqa: E402
 
 gi.require_version("Gimp", "3.0")
 gi.require_version("Gegl", "0.4")
-from gi.repository import Gegl, Gimp, GLib  # noqa: E402
+import glcic_gimp_models as models  # noqa: E402
+from gi.repository import Gegl, Gimp, GLib, GObject  # noqa: E402
 
 PROCEDURE = "plug-in-glcic-content-aware-complete"
 TITLE = "Content-aware complete"
@@ -46,6 +58,9 @@ POLL_S = 0.1
 #: daemon works on 8-bit sRGB RGBA, and a selection is coverage (linear, one channel).
 PIXELS = "R'G'B'A u8"
 SELECTION = "Y u8"
+MODEL_ARGUMENT = "model"
+#: How long the end of a run waits for the worker thread to finish its last exchange (seconds).
+WORKER_EXIT_S = 5.0
 
 
 class UserError(Exception):
@@ -136,9 +151,10 @@ class Completion:
         self.layer = layer
         self.image_rect, self.box, self.selection = read_selection(image, common)
 
-    def run(self) -> str:
-        """Returns "done" or "cancelled"; raises UserError with the words to show."""
-        job = self.common.CompletionJob("gimp")
+    def run(self, model: str | None) -> str:
+        """Complete with the daemon's `model` (None: its default). Returns "done" or
+        "cancelled"; raises UserError with the words to show."""
+        job = self.common.CompletionJob("gimp", model)
         job.start()
         Gimp.progress_init(f"{TITLE}: connecting to the glcic daemon…")
         try:
@@ -146,6 +162,7 @@ class Completion:
         finally:
             if job.running:
                 job.cancel()
+            _wait_for_worker(job)
             Gimp.progress_end()
 
     def _wait(self, job) -> str:
@@ -208,6 +225,16 @@ class Completion:
         Gimp.displays_flush()
 
 
+def _wait_for_worker(job) -> None:
+    """Let the worker thread finish its last exchange (it closes its connection to the daemon
+    on the way out), so no thread of ours outlives the run. It ends within moments of its
+    last event or of a cancel; the limit only guards against a daemon that stopped
+    answering."""
+    deadline = time.monotonic() + WORKER_EXIT_S
+    while job.running and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def _import_common():
     """The shared plugin module; it needs pyzmq and msgpack in GIMP's Python."""
     try:
@@ -223,12 +250,61 @@ def _import_common():
     return glcic_plugin_common
 
 
+# -- the model ----------------------------------------------------------------------------------
+
+
+def _daemon_models(common) -> tuple[list[str], str | None]:
+    try:
+        return common.daemon_models()
+    except common.client_module.ClientError as error:
+        raise UserError(common.describe_client_error(error, "gimp")) from None
+
+
+def choose_model(common, procedure, run_mode, config) -> str | None:
+    """The model to complete with ("" for the daemon's default), or None when the user
+    cancelled the dialog. Scripts (and interactive runs without a display) give the name in
+    the "model" argument; an interactive run asks, starting from the remembered choice."""
+    requested = config.get_property(MODEL_ARGUMENT) or models.DAEMON_DEFAULT
+    interactive = run_mode == Gimp.RunMode.INTERACTIVE and _dialogs().can_show_dialogs()
+    if not interactive and requested == models.DAEMON_DEFAULT:
+        return requested  # the daemon knows its default; no need to ask it first
+    names, default = _daemon_models(common)
+    if interactive:
+        choices = models.model_choices(names, default, requested)
+        if not _dialogs().ask(procedure, config, choices):
+            return None
+        requested = config.get_property(MODEL_ARGUMENT) or models.DAEMON_DEFAULT
+    problem = models.model_problem(requested, names, default)
+    if problem is not None:
+        raise UserError(problem)
+    return requested
+
+
+def _dialogs():
+    """The dialog module, imported only for interactive runs: it loads GTK."""
+    import glcic_gimp_dialog
+
+    return glcic_gimp_dialog
+
+
+# -- the procedure ------------------------------------------------------------------------------
+
+#: Whether this process ran the procedure (rather than only registering it); see do_quit.
+_ran = False
+
+
 def run(procedure, run_mode, image, drawables, config, data):
     """The procedure: complete `image`'s selection from its one selected layer."""
+    global _ran
+    _ran = True
     try:
         common = _import_common()
         layer = source_layer(drawables)
-        outcome = Completion(common, image, layer).run()
+        completion = Completion(common, image, layer)  # an empty selection is refused first
+        model = choose_model(common, procedure, run_mode, config)
+        if model is None:
+            return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
+        outcome = completion.run(model or None)
     except UserError as error:
         return _failure(procedure, str(error))
     except Exception as error:  # a bug must reach the user in words, not as a silent crash
@@ -246,8 +322,32 @@ def _failure(procedure, text: str):
     return procedure.new_return_values(Gimp.PDBStatusType.EXECUTION_ERROR, GLib.Error(text))
 
 
+def _end_process() -> None:
+    """End this process now, its output flushed (see ContentAwareComplete.do_quit)."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(0)
+
+
 class ContentAwareComplete(Gimp.PlugIn):
-    """Registers the procedure."""
+    """Registers the procedure, and ends the process after a run."""
+
+    def do_quit(self):
+        """libgimp calls this on its way out, just before it sends GIMP a "quit" message.
+
+        GIMP 3.0 closes its end of the connection as soon as a plug-in's procedure returns
+        (gimp_plug_in_handle_proc_return closes the plug-in there), so that last message goes
+        to a closed pipe whenever GIMP gets there first, and libgimp prints "gimp_flush():
+        error: Broken pipe". Which side wins is scheduling luck, so it showed on most runs of
+        every Python plug-in on a busy machine (GIMP's python-eval too). Nothing is lost by
+        not sending it: GIMP has the return values and never reads further, and the worker
+        thread has already finished (Completion.run). The same path runs when GIMP stops a
+        run (Cancel on the progress bar), where ending at once is what GIMP asks for. When
+        GIMP only queried the plug-in (registration at start-up) it does wait for that
+        message, so it is sent as usual."""
+        if _ran:
+            _end_process()
 
     def do_query_procedures(self):
         return [PROCEDURE]
@@ -270,6 +370,14 @@ class ContentAwareComplete(Gimp.PlugIn):
             name,
         )
         procedure.set_attribution("glcic developers", "glcic developers", "2026")
+        procedure.add_string_argument(
+            MODEL_ARGUMENT,
+            "_Model",
+            "Name of the glcic daemon's model to complete with, as `glcic-daemon models` "
+            "lists them; empty for the daemon's default model",
+            models.DAEMON_DEFAULT,
+            GObject.ParamFlags.READWRITE,
+        )
         return procedure
 
 
