@@ -5,9 +5,10 @@ daemon, on 4000x3000 documents in 8 and 16-bit RGBA with a 300x200 and a 1500x10
 For each: the wall time from triggering the action to the new layer, the daemon's own time
 (model, crops, blending), the difference (the plugin's reading, converting, sending and
 writing), and the longest stretch the UI thread spent away from Krita's event loop: what a
-painter would feel as a freeze. Medians of three runs. Needs Krita and Xvfb.
+painter would feel as a freeze. Medians of three runs. Needs Krita and Xvfb; --host krita-5.2
+runs Debian 13's Krita 5.2 in the cached root (.ci/debian13-root.sh) instead of this machine's.
 
-    python benchmarks/krita_plugin_speed.py [--model FILE]   # default: a small random model
+    python benchmarks/krita_plugin_speed.py [--model FILE] [--host krita-5.1|krita-5.2]
 """
 
 from __future__ import annotations
@@ -22,15 +23,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from support.daemon import Daemon, save_tiny
-from support.krita_harness import krita_available, run_driver
+from support.krita_harness import HOSTS, run_driver
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, help="model file for the daemon (default: tiny)")
+    parser.add_argument("--host", choices=sorted(HOSTS), default="krita-5.1",
+                        help="which Krita (default: this machine's)")  # fmt: skip
     args = parser.parse_args()
-    if not krita_available():
-        print("needs Krita and Xvfb (apt-get install krita xvfb)", file=sys.stderr)
+    host = HOSTS[args.host]
+    if not host.available():
+        print(f"needs {host.what_to_install()}", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="glcic-krita-bench-") as folder:
         root = Path(folder)
@@ -45,7 +49,7 @@ def main() -> int:
         daemon = Daemon(glcic_home, "--model", name)
         daemon.start()
         try:
-            results = run_driver(root, glcic_home, mode="bench")
+            results = run_driver(root, glcic_home, mode="bench", host=host)
         finally:
             daemon.stop()
     print("| document | selection | wall | daemon | plugin overhead | longest UI stall |")

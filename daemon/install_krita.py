@@ -116,7 +116,16 @@ def install(dest: Path | None, python: str | None) -> InstallReport:
     rc = kritarc_path()
     current = rc.read_text(encoding="utf-8") if rc.exists() else ""
     write_file_atomic(rc, enable_in_kritarc(current, PLUGIN_NAME))
-    report.notes.append(f"enabled in {rc}")
+    report.installed.append(rc)
+    report.notes.append(f"enabled in {rc} ([python] enable_{PLUGIN_NAME}=true)")
+    if dest is not None:
+        # --dest names the pykrita folder only; what Krita reads from elsewhere must not be
+        # written there silently (a user may expect everything to stay inside --dest).
+        report.notes.append(
+            f"note: --dest holds the plugin itself; Krita also needs its action file, written "
+            f"to {actions / ACTION_FILE} (the actions folder beside pykrita), and the plugin "
+            f"enabled in this user's settings, {rc}. Both lie outside {pykrita}."
+        )
 
     if bundled is not None:
         report.notes.append(f"unpacked for Krita's Python {bundled}: {', '.join(wheels)}")

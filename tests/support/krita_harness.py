@@ -2,7 +2,15 @@
 
 Shared by tests/test_krita_plugin.py and benchmarks/krita_plugin_speed.py: installs the plugin
 with `glcic-daemon install-plugin` for a fresh user, adds the driver, starts the full Krita on a
-private Xvfb screen and returns what the driver wrote. The daemon is the caller's.
+private Xvfb screen managed by openbox (as on a desktop: without a window manager no window is
+activated, and Krita then never activates layers the way it does for a user) and returns what the
+driver wrote. The daemon is the caller's.
+
+Two Krita versions are tested, as users run both: 5.1 from this machine's Debian 12 packages,
+and 5.2 from Debian 13's, in the cached Debian 13 root (.ci/debian13-root.sh), entered with
+chroot. Xvfb runs here for both: the root shares this machine's network namespace, so Krita
+inside it reaches Xvfb's abstract socket (@/tmp/.X11-unix/XN) without the root needing an X
+server or the host's /tmp.
 """
 
 from __future__ import annotations
@@ -11,18 +19,70 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from glcic.daemon.install_krita import enable_in_kritarc
 
-from .hosts import driver_results, virtual_display
+from .hosts import debian13_root, driver_results, in_root, root_env, root_has, virtual_display
 
 DRIVER = Path(__file__).resolve().parents[1] / "krita"
 KRITA_TIMEOUT_S = 420
+#: Where the test's folder appears inside the Debian 13 root (a tmpfs /tmp of its own there).
+INSIDE = "/tmp/glcic-krita"
+
+
+@dataclass(frozen=True)
+class KritaHost:
+    """One Krita to test in: this machine's own (root None) or the one in the Debian 13 root."""
+
+    name: str
+    root: Path | None = None
+
+    def available(self) -> bool:
+        if not (shutil.which("Xvfb") and shutil.which("openbox")):
+            return False
+        if self.root is None:
+            return bool(shutil.which("krita"))
+        return root_has(self.root, "krita", "/usr/bin/krita")
+
+    def what_to_install(self) -> str:
+        if self.root is None:
+            return (
+                f"{self.name}, Xvfb and openbox (apt-get install krita xvfb openbox python3-pyqt5 "
+                "python3-zmq python3-msgpack)"
+            )
+        return (
+            f"{self.name} (the Debian 13 root .ci/debian13-root.sh builds, here {self.root}, "
+            "entered with unshare and chroot), Xvfb and openbox (apt-get install xvfb openbox)"
+        )
+
+    def seen(self, path: Path, work: Path) -> str:
+        """`path` (under `work`) as Krita sees it."""
+        if self.root is None:
+            return str(path)
+        return f"{INSIDE}/{path.relative_to(work).as_posix()}"
+
+    def command(self, work: Path, env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+        """The command line starting Krita with `env`, and the environment to run it in."""
+        if self.root is None:
+            return ["krita", "--nosplash"], env
+        inside = ["/usr/bin/env", "-i", "PATH=/usr/bin:/bin", "LANG=C.UTF-8"]
+        inside += [f"{key}={env[key]}" for key in sorted(env) if key.startswith(("GLCIC_",))]
+        inside += [f"HOME={env['HOME']}", f"DISPLAY={env['DISPLAY']}"]
+        inside += ["timeout", "-k", "10", str(KRITA_TIMEOUT_S - 20), "krita", "--nosplash"]
+        return in_root(self.root, work, INSIDE, inside), root_env()
+
+
+#: This machine's Krita (Debian 12: 5.1.5) and Debian 13's (5.2.9) in the cached root.
+HOSTS = {
+    "krita-5.1": KritaHost("Krita 5.1 (Debian 12)"),
+    "krita-5.2": KritaHost("Krita 5.2 (Debian 13 root)", debian13_root()),
+}
 
 
 def krita_available() -> bool:
-    return bool(shutil.which("krita") and shutil.which("Xvfb"))
+    return HOSTS["krita-5.1"].available()
 
 
 def host_env(home: Path, glcic_home: Path) -> dict[str, str]:
@@ -46,26 +106,35 @@ def install_plugin(env: dict[str, str], pykrita: Path) -> None:
         raise RuntimeError(f"install-plugin failed: {install.stderr}")
 
 
-def run_driver(root: Path, glcic_home: Path, mode: str = "test") -> dict:
-    """Run Krita once with the driver in `mode` ("test" or "bench"); returns its results."""
+def run_driver(
+    root: Path, glcic_home: Path, mode: str = "test", host: KritaHost | None = None
+) -> dict:
+    """Run Krita once with the driver in `mode` ("test", "restart" or "bench"); returns its
+    results. `root` holds the user's home, which a later run in the same `root` reuses (its
+    kritarc included), as a restarted Krita would. `glcic_home` must lie inside `root`."""
+    host = host or HOSTS["krita-5.1"]
     home = root / "home"
-    env = host_env(home, glcic_home)
     pykrita = home / ".local" / "share" / "krita" / "pykrita"
-    install_plugin(env, pykrita)
-    shutil.copytree(DRIVER / "glcic_test_driver", pykrita / "glcic_test_driver")
+    install_plugin(host_env(home, glcic_home), pykrita)
+    shutil.copytree(DRIVER / "glcic_test_driver", pykrita / "glcic_test_driver",
+                    dirs_exist_ok=True)  # fmt: skip
     shutil.copy(DRIVER / "glcic_test_driver.desktop", pykrita)
     kritarc = home / ".config" / "kritarc"
     kritarc.write_text(enable_in_kritarc(kritarc.read_text(), "glcic_test_driver"))
-    results = root / "results.json"
-    env.update(GLCIC_TEST_RESULTS=str(results), GLCIC_DRIVER_MODE=mode)
-    with virtual_display() as display:
+    results = root / f"results-{mode}.json"
+    results.unlink(missing_ok=True)
+    env = host_env(Path(host.seen(home, root)), Path(host.seen(glcic_home, root)))
+    env.update(GLCIC_TEST_RESULTS=host.seen(results, root), GLCIC_DRIVER_MODE=mode)
+    with virtual_display(window_manager=True) as display:
         env["DISPLAY"] = display
+        command, run_env = host.command(root, env)
+        if host.root is not None:
+            env = run_env
         try:
             run = subprocess.run(
-                ["krita", "--nosplash"],
-                capture_output=True, text=True, env=env, timeout=KRITA_TIMEOUT_S,
-            )  # fmt: skip
+                command, capture_output=True, text=True, env=env, timeout=KRITA_TIMEOUT_S
+            )
             output = run.stdout[-4000:] + run.stderr[-4000:]
         except subprocess.TimeoutExpired as expired:
             output = f"Krita did not finish in {KRITA_TIMEOUT_S} s: {expired}"
-    return driver_results(results, "Krita", output)
+    return driver_results(results, host.name, output)

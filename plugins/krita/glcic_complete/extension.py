@@ -17,11 +17,14 @@ except ImportError:  # pragma: no cover - no Qt 6 Krita to test with here
     from PyQt6.QtCore import QObject, Qt, QTimer, pyqtSignal
     from PyQt6.QtWidgets import QApplication, QMessageBox, QProgressDialog, QWidget
 
-from . import document_io
+from . import document_io, settings
+from .activation import KeepSourceActive
+from .settings_dialog import SettingsDialog
 
 try:  # needs pyzmq and msgpack in Krita's Python; without them the action explains, not vanishes
     from .glcic_plugin_common import (
         PROGRESS_STAGES,
+        UNKNOWN_MODEL,
         CompletionJob,
         Rect,
         Request,
@@ -35,7 +38,9 @@ except ImportError as error:  # a Krita without pyzmq or msgpack (see run())
     MISSING_MODULE = str(error)
 
 ACTION_ID = "glcic_content_aware_complete"
+SETTINGS_ACTION_ID = "glcic_content_aware_complete_settings"
 TITLE = "Content-aware complete"
+SETTINGS_TITLE = "Content-aware complete settings…"
 LAYER_NAME = "Content-aware fill"
 POLL_INTERVAL_MS = 50
 INFORMATION, WARNING = QMessageBox.Icon.Information, QMessageBox.Icon.Warning
@@ -60,6 +65,8 @@ class ContentAwareComplete(QObject):
         self.dialog: QProgressDialog | None = None
         self.last_message = ""
         self.last_daemon_seconds = 0.0  # the daemon's own time for the last fill (benchmarks)
+        self.last_model: str | None = None  # the model asked for in the last run (None: default)
+        self.keeper: KeepSourceActive | None = None  # keeps the source active after a fill
 
     # -- starting --
 
@@ -107,7 +114,8 @@ class ContentAwareComplete(QObject):
         self.selection = bytes(selection.pixelData(box.x, box.y, box.width, box.height))
         if self.selection.count(0) == len(self.selection):  # C speed, unlike any()
             raise UserError("The selection is empty: select the region to fill first.")
-        self.job = CompletionJob("krita")
+        self.last_model = settings.chosen_model()
+        self.job = CompletionJob("krita", model=self.last_model)
         self.job.start()
         self.timer.start()
         self._show_progress()
@@ -139,7 +147,14 @@ class ContentAwareComplete(QObject):
                 return
             elif kind == "error":
                 self._finish(None)
-                self._message(str(event[1]), WARNING)
+                message = str(event[1])
+                if len(event) > 2 and event[2] == UNKNOWN_MODEL and self.last_model:
+                    message = (
+                        f"The model chosen for {TITLE}, “{self.last_model}”, is not among the "
+                        f"glcic daemon's models any more. Choose another in Tools > Scripts > "
+                        f"{SETTINGS_TITLE}\n\n{message}"
+                    )
+                self._message(message, WARNING)
                 self.finished.emit("error")
                 return
 
@@ -174,8 +189,15 @@ class ContentAwareComplete(QObject):
         alpha = sub_rows(
             self.selection, self.box.width, inside.translated(-self.box.x, -self.box.y)
         )
-        # The source layer stays active, so the next completion reads from it again.
-        document_io.add_fill_layer(self.document, self.node, inside, rgba, alpha, LAYER_NAME)
+        layer = document_io.add_fill_layer(
+            self.document, self.node, inside, rgba, alpha, LAYER_NAME
+        )
+        # Krita may make the new layer active a moment later; the source must stay active, so
+        # the next completion reads from it again (see activation.py).
+        if self.keeper is not None:
+            self.keeper.stop()
+        self.keeper = KeepSourceActive(self.document, self.node, layer, self)
+        self.keeper.start()
         self.finished.emit("done")
 
     def _finish(self, apply, *args) -> None:
@@ -241,6 +263,7 @@ class ContentAwareCompleteExtension(Extension):
     def __init__(self, parent) -> None:
         super().__init__(parent)
         self.completion = ContentAwareComplete(self)
+        self.settings_dialog: SettingsDialog | None = None
 
     def setup(self) -> None:
         pass
@@ -248,3 +271,22 @@ class ContentAwareCompleteExtension(Extension):
     def createActions(self, window) -> None:  # noqa: N802 (Krita's name)
         action = window.createAction(ACTION_ID, TITLE, "tools/scripts")
         action.triggered.connect(self.completion.run)
+        settings_action = window.createAction(SETTINGS_ACTION_ID, SETTINGS_TITLE, "tools/scripts")
+        settings_action.triggered.connect(self.show_settings)
+
+    def show_settings(self) -> None:
+        """Open the settings dialog, or bring the open one forward."""
+        if self.settings_dialog is not None and self.settings_dialog.isVisible():
+            self.settings_dialog.raise_()
+            self.settings_dialog.activateWindow()
+            return
+        dialog = SettingsDialog(_window())
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.setWindowModality(Qt.WindowModality.NonModal)
+        dialog.finished.connect(lambda _result, closed=dialog: self._settings_closed(closed))
+        self.settings_dialog = dialog
+        dialog.show()
+
+    def _settings_closed(self, dialog: SettingsDialog) -> None:
+        if self.settings_dialog is dialog:  # not a newer one opened meanwhile
+            self.settings_dialog = None

@@ -15,11 +15,17 @@ import traceback
 
 from krita import Extension, Krita, Selection
 from PyQt5.QtCore import QEventLoop, QThread, QTimer
-from PyQt5.QtWidgets import QApplication, QMessageBox, QPushButton
+from PyQt5.QtWidgets import QApplication, QDialogButtonBox, QMessageBox, QPushButton
 
 ACTION = "glcic_content_aware_complete"
+SETTINGS_ACTION = "glcic_content_aware_complete_settings"
+FILL = "Content-aware fill"
+#: The second model in the daemon's model directory (tests/test_krita_plugin.py puts it there).
+OTHER_MODEL = "other"
 WIDTH, HEIGHT = 160, 120
 WAIT_MS = 120_000
+#: How long the UI is left to settle after a fill: Krita activated the new layer 0.2-0.6 s late.
+SETTLE_MS = 1500
 
 
 def pattern(model: str, depth: str, width: int, height: int) -> bytes:
@@ -51,6 +57,7 @@ class Driver:
         self.results = {"scenarios": {}}
         import glcic_complete
 
+        self.extension = glcic_complete.EXTENSION
         self.completion = glcic_complete.EXTENSION.completion
 
     def trigger(self, cancel: bool = False, close=None) -> str:
@@ -95,9 +102,20 @@ class Driver:
         self.ui_ticks = ticks[0]
         return outcome[0]
 
+    def show(self, doc) -> None:
+        """Open `doc` in a view and make that view the active one, as opening an image does."""
+        window = self.window.qwindow()
+        # As a click on Krita's window would: the window active, then the new view in it.
+        window.activateWindow()
+        QApplication.setActiveWindow(window)
+        view = self.window.addView(doc)
+        self.window.showView(view)
+        view.setVisible()
+        self.wait_until(lambda: Krita.instance().activeDocument() == doc, 5000)
+
     def new_document(self, model: str, depth: str, name: str):
         doc = Krita.instance().createDocument(WIDTH, HEIGHT, name, model, depth, "", 72.0)
-        self.window.addView(doc)
+        self.show(doc)
         root = doc.rootNode()
         background = root.childNodes()[0]
         paint = doc.createNode("paint", "paintlayer")
@@ -119,6 +137,161 @@ class Driver:
             if doc.activeNode() is not None and doc.activeNode().name() == node.name():
                 return
             QThread.msleep(20)
+
+    def settle(self, milliseconds: int = SETTLE_MS) -> None:
+        """Let Krita's event loop run undisturbed, as it does between a user's clicks."""
+        loop = QEventLoop()
+        QTimer.singleShot(milliseconds, loop.quit)
+        loop.exec_()
+
+    def wait_until(self, condition, timeout_ms: int = 20_000) -> bool:
+        """Run the event loop until `condition()` holds; False if it never did."""
+        deadline = time.perf_counter() + timeout_ms / 1000
+        while time.perf_counter() < deadline:
+            if condition():
+                return True
+            self.settle(20)
+        return bool(condition())
+
+    def fills(self, doc) -> list:
+        """The pixels of every fill layer, bottom to top, as hex."""
+        return [
+            bytes(node.pixelData(0, 0, WIDTH, HEIGHT)).hex()
+            for node in doc.rootNode().childNodes()
+            if node.name() == FILL
+        ]
+
+    def selected_document(self, name: str):
+        """An 8-bit RGBA document with the same pattern and rectangle every time."""
+        doc, paint = self.new_document("RGBA", "U8", name)
+        selection = Selection()
+        selection.select(50, 30, 48, 40, 255)
+        doc.setSelection(selection)
+        doc.waitForDone()
+        self.activate(doc, paint)
+        return doc, paint
+
+    def second_fill_scenario(self):
+        """Complete, give Krita's own event loop the time a user's next click would, then
+        complete again with the same selection: the second fill must come from the source
+        layer, as the first did.
+
+        A generator: each `yield` hands control back to Krita's main event loop for that many
+        milliseconds (see drive()). Krita delivers its image-to-UI notifications (the layers
+        docker learning of a new layer, and then making it the active one) only there: inside
+        an event handler, such as the timer running this driver, they are postponed until the
+        handler returns, so no nested event loop (settle()) ever lets them through.
+        """
+        doc, paint = self.selected_document("second fill")
+        yield SETTLE_MS  # Krita's UI catches up with the document's layers, as after a load
+        self.activate(doc, paint)
+        active_before = self.active_name(doc)
+        first = self.trigger()
+        added = FILL in self.record_layers(doc)
+        yield SETTLE_MS  # the user looks at the fill before completing again
+        keeper = self.completion.keeper
+        active_between = self.active_name(doc)
+        second = self.trigger()
+        doc.waitForDone()
+        yield SETTLE_MS
+        self.results["scenarios"]["second_fill"] = {
+            "outcomes": [first, second],
+            "message": self.completion.last_message,
+            "added": added,
+            "active_before": active_before,
+            "active_between": active_between,
+            "corrections": keeper.corrected if keeper is not None else None,
+            "active_after_second": self.active_name(doc),
+            "layers": self.record_layers(doc),
+            "fills": self.fills(doc),
+            "selection": bytes(doc.selection().pixelData(0, 0, WIDTH, HEIGHT)).hex(),
+        }
+        doc.setModified(False)
+
+    def active_name(self, doc):
+        node = doc.activeNode()
+        return node.name() if node is not None else None
+
+    def disable_keeper(self) -> None:
+        """The control run: the plugin's fix (activation.KeepSourceActive) does nothing, so
+        the second-fill scenario shows what Krita itself does with the new layer."""
+        from glcic_complete import activation
+
+        activation.KeepSourceActive.start = activation.KeepSourceActive.stop
+
+    def open_settings(self) -> dict:
+        """Open the settings dialog through its action and wait for the daemon's model list."""
+        Krita.instance().action(SETTINGS_ACTION).trigger()
+        dialog = self.extension.settings_dialog
+        status_after_trigger = dialog.status
+        self.wait_until(lambda: dialog.status != "loading")
+        combo = dialog.model
+        return {
+            "dialog": dialog,
+            "status": dialog.status,
+            "status_after_trigger": status_after_trigger,
+            "visible": dialog.isVisible(),
+            "items": [[combo.itemText(i), combo.itemData(i)] for i in range(combo.count())],
+            "current": combo.currentData(),
+            "note": dialog.note.text(),
+        }
+
+    def model_choice_scenario(self) -> None:
+        """Choose the daemon's second model in the settings dialog, then complete: the daemon
+        must run that model. The fill to compare with is the same one from the default."""
+        doc, _ = self.selected_document("default model")
+        default_outcome = self.trigger()
+        self.settle(200)
+        default_fill = self.fills(doc)
+        doc.setModified(False)
+        seen = self.open_settings()
+        dialog = seen.pop("dialog")
+        dialog.model.setCurrentIndex(dialog.model.findData(OTHER_MODEL))
+        dialog.findChild(QDialogButtonBox).button(QDialogButtonBox.StandardButton.Ok).click()
+        self.settle(200)
+        doc, _ = self.selected_document("chosen model")
+        outcome = self.trigger()
+        self.settle(200)
+        self.results["scenarios"]["model_choice"] = {
+            **seen,
+            "default_outcome": default_outcome,
+            "default_fill": default_fill,
+            "outcome": outcome,
+            "message": self.completion.last_message,
+            "asked_for": self.completion.last_model,
+            "stored": Krita.instance().readSetting("glcic", "model", ""),
+            "fill": self.fills(doc),
+        }
+        doc.setModified(False)
+
+    def restart_checks(self) -> None:
+        """A Krita started again (same user): the choice is remembered and used; once its model
+        is gone from the daemon, the dialog and the action say so clearly."""
+        remembered = Krita.instance().readSetting("glcic", "model", "")
+        doc, _ = self.selected_document("after restart")
+        outcome = self.trigger()
+        self.settle(200)
+        entry = {
+            "remembered": remembered,
+            "outcome": outcome,
+            "message": self.completion.last_message,
+            "asked_for": self.completion.last_model,
+            "fill": self.fills(doc),
+        }
+        doc.setModified(False)
+        os.remove(os.path.join(os.environ["GLCIC_HOME"], "models", OTHER_MODEL + ".safetensors"))
+        doc, _ = self.selected_document("model removed")
+        self.messages()
+        entry["removed_outcome"] = self.trigger()
+        QApplication.processEvents()
+        entry["removed_message"] = self.completion.last_message
+        entry["removed_shown"] = self.messages()
+        entry["removed_layers"] = self.record_layers(doc)
+        doc.setModified(False)
+        seen = self.open_settings()
+        seen.pop("dialog").reject()
+        entry["dialog_after_removal"] = seen
+        self.results["restart"] = entry
 
     def messages(self) -> list:
         """Texts of visible message boxes, which are then closed."""
@@ -253,7 +426,8 @@ class Driver:
         )
         self.results["shortcut"] = {"shortcut": shortcut, "clashes": clashes, "text": ours.text()}
 
-    def run(self) -> None:
+    def run(self):
+        """Every scenario; a generator, as second_fill_scenario() is (see drive())."""
         self.shortcut_check()
         self.completion_scenario("rgba8_rectangle", "RGBA", "U8", 0)
         self.completion_scenario("rgba16_feathered", "RGBA", "U16", 8)
@@ -286,6 +460,9 @@ class Driver:
             doc.waitForDone()
 
         self.refusal_scenario("no_daemon", rectangle)
+        seen = self.open_settings()
+        seen.pop("dialog").reject()
+        self.results["scenarios"]["settings_without_daemon"] = seen
         if saved is None:
             del os.environ["GLCIC_CONNECTION_FILE"]
         else:
@@ -294,6 +471,8 @@ class Driver:
         self.source_removed_scenario()
         # Krita carries on: the same action works again once the daemon is reachable.
         self.completion_scenario("after_error", "RGBA", "U8", 0)
+        yield from self.second_fill_scenario()
+        self.model_choice_scenario()  # last: it changes the model later runs use
 
 
 def tiled_pattern(depth: str, width: int, height: int) -> bytes:
@@ -322,7 +501,7 @@ class Benchmark(Driver):
         self.results["bench"] = []
         for depth, (width, height), (x, y, w, h) in self.CASES:
             doc = Krita.instance().createDocument(width, height, "bench", "RGBA", depth, "", 72.0)
-            self.window.addView(doc)
+            self.show(doc)
             root = doc.rootNode()
             paint = root.childNodes()[0]
             paint.setPixelData(tiled_pattern(depth, width, height), 0, 0, width, height)
@@ -352,20 +531,48 @@ class Benchmark(Driver):
             doc.close()
 
 
-def drive() -> None:
+def write_results(results: dict) -> None:
     results_path = os.environ["GLCIC_TEST_RESULTS"]
-    try:
-        bench = os.environ.get("GLCIC_DRIVER_MODE") == "bench"
-        driver = Benchmark() if bench else Driver()
-        driver.run()
-        results = driver.results
-    except Exception:
-        results = {"error": traceback.format_exc()}
     temporary = results_path + ".tmp"
     with open(temporary, "w", encoding="utf-8") as stream:
         json.dump(results, stream)
     os.replace(temporary, results_path)
     os._exit(0)
+
+
+def drive() -> None:
+    """Run the mode's steps. A step that is a generator is resumed from a fresh timer after
+    each `yield milliseconds`, so that in between this handler has returned to Krita's main
+    event loop, as a plugin's handlers do for a user (Krita postpones some of its own UI
+    updates while any event handler runs; see Driver.second_fill_scenario)."""
+    try:
+        mode = os.environ.get("GLCIC_DRIVER_MODE")
+        driver = Benchmark() if mode == "bench" else Driver()
+        if mode == "restart":
+            steps = driver.restart_checks()
+        elif mode == "unfixed":
+            driver.disable_keeper()
+            steps = driver.second_fill_scenario()
+        else:
+            steps = driver.run()
+    except Exception:
+        write_results({"error": traceback.format_exc()})
+        return
+    if steps is None:
+        write_results(driver.results)
+        return
+
+    def resume() -> None:
+        try:
+            milliseconds = next(steps)
+        except StopIteration:
+            write_results(driver.results)
+        except Exception:
+            write_results({"error": traceback.format_exc()})
+        else:
+            QTimer.singleShot(milliseconds, resume)
+
+    resume()
 
 
 class TestDriver(Extension):
