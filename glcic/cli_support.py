@@ -85,7 +85,8 @@ def add_device_option(parser: argparse.ArgumentParser, default: str) -> None:
     parser.add_argument("--device", default=default, help=f"{DEVICE_CHOICES} (default: {default})")
 
 
-def _thread_count(text: str) -> int:
+def thread_count(text: str) -> int:
+    """argparse type for `--threads`: a whole number from 1 to MAX_THREADS."""
     try:
         value = int(text)
     except ValueError:
@@ -99,7 +100,7 @@ def add_threads_option(parser: argparse.ArgumentParser) -> None:
     """`--threads N`: the CPU threads the network runs on; apply it with `apply_threads`."""
     parser.add_argument(
         "--threads",
-        type=_thread_count,
+        type=thread_count,
         default=None,
         metavar="N",
         help=f"CPU threads for the network (default: {default_threads_rule()})",

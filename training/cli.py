@@ -28,13 +28,13 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from glcic.cli_support import run_command
+from glcic.cli_support import run_command, thread_count
 from glcic.devices import DEVICE_CHOICES, resolve_device
 from glcic.errors import GlcicError
 from glcic.image_io import read_image, read_mask
 from glcic.model_file import CompletionModel, load_model
 from glcic.model_names import resolve_model
-from glcic.threads import MAX_THREADS, set_threads
+from glcic.threads import set_threads
 from glcic.training.checkpoint import (
     CheckpointError,
     list_checkpoints,
@@ -119,7 +119,7 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument("--device", help=f"{DEVICE_CHOICES} (default: cuda if available, else cpu)")
     parser.add_argument(
-        "--threads", type=_thread_count, metavar="N",
+        "--threads", type=thread_count, metavar="N",
         help="CPU threads for training (default: torch's, one per core: a training run is "
         "meant to have the machine; give fewer to leave cores to other work)",
     )  # fmt: skip
@@ -157,17 +157,6 @@ def _add_export_arguments(parser: argparse.ArgumentParser) -> None:
         "to choose it, export a few values and compare them with glcic-eval on photos the run "
         "trained on",
     )
-
-
-def _thread_count(text: str) -> int:
-    """argparse type for --threads."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if not 1 <= value <= MAX_THREADS:
-        raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_THREADS}, got {value}")
-    return value
 
 
 def _fraction(text: str) -> float:

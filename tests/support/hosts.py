@@ -115,12 +115,17 @@ def virtual_display(window_manager: bool = False) -> Iterator[str]:
         else:
             yield display
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        _end(server)
+
+
+def _end(process: subprocess.Popen) -> None:
+    """Stop a helper process: politely, then for sure after 10 s."""
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 @contextlib.contextmanager
@@ -144,12 +149,7 @@ def _window_manager(display: str) -> Iterator[None]:
                 raise RuntimeError("openbox did not start on the virtual screen")
             yield
         finally:
-            manager.terminate()
-            try:
-                manager.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                manager.kill()
-                manager.wait()
+            _end(manager)
 
 
 def driver_results(results: Path, host: str, output: str) -> dict[str, Any]:
