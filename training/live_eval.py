@@ -14,10 +14,12 @@ kept in the checkpoint, so a resumed run scores the same ones.
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from glcic.atomic import atomic_write_bytes
 from glcic.model_file import CompletionModel
 from glcic.training.evaluate import evaluate, model_method
 
@@ -71,10 +73,12 @@ def append_score(run_dir: Path, entry: LiveScore) -> None:
     path = run_dir / "eval.csv"
     rows = [row for row in read_scores(run_dir) if int(row["step"]) < entry.step]
     rows.append({name: getattr(entry, name) for name in EVAL_FIELDS})
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=EVAL_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=EVAL_FIELDS)
+    writer.writeheader()
+    writer.writerows(rows)
+    # Rewritten whole each time: atomically, so a crash mid-write never loses earlier scores.
+    atomic_write_bytes(path, text.getvalue().encode("utf-8"))
 
 
 def read_scores(run_dir: Path) -> list[dict[str, str]]:
