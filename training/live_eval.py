@@ -22,6 +22,7 @@ from pathlib import Path
 from glcic.atomic import atomic_write_bytes
 from glcic.model_file import CompletionModel
 from glcic.training.evaluate import evaluate, model_method
+from glcic.training.reporting import csv_rows
 
 #: At most this share of a folder is held out, so a small folder keeps most photos to train on.
 MAX_HOLDOUT_SHARE = 0.2
@@ -82,8 +83,4 @@ def append_score(run_dir: Path, entry: LiveScore) -> None:
 
 
 def read_scores(run_dir: Path) -> list[dict[str, str]]:
-    path = run_dir / "eval.csv"
-    if not path.is_file():
-        return []
-    with open(path, newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
+    return csv_rows(run_dir / "eval.csv")

@@ -8,7 +8,6 @@ of `--eval-every`.
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from glcic.atomic import atomic_write_bytes
 from glcic.training.live_eval import read_scores
+from glcic.training.reporting import csv_rows
 from glcic.training.samples import encode_png
 
 #: (title, [(file, column, colour)]) per panel.
@@ -35,14 +35,6 @@ _BACKGROUND = (255, 255, 255)
 _AXIS = (90, 90, 90)
 
 
-def _metrics_rows(run_dir: Path) -> list[dict[str, str]]:
-    path = run_dir / "metrics.csv"
-    if not path.is_file():
-        return []
-    with open(path, newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
-
-
 def _series(rows: list[dict[str, str]], column: str) -> tuple[np.ndarray, np.ndarray]:
     points = []
     for row in rows:
@@ -58,7 +50,7 @@ def _series(rows: list[dict[str, str]], column: str) -> tuple[np.ndarray, np.nda
 
 def render(run_dir: Path) -> np.ndarray | None:
     """The plot as an HxWx3 uint8 image, or None while there is nothing to draw."""
-    sources = {"metrics": _metrics_rows(run_dir), "eval": read_scores(run_dir)}
+    sources = {"metrics": csv_rows(run_dir / "metrics.csv"), "eval": read_scores(run_dir)}
     panels = []
     for title, lines in PANELS:
         series = [(_series(sources[src], column), colour) for src, column, colour in lines]

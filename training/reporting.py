@@ -119,6 +119,14 @@ class MetricsWriter:
             self.tensorboard.close()
 
 
+def csv_rows(path: Path) -> list[dict[str, str]]:
+    """The rows of a CSV file a run keeps (metrics.csv, eval.csv); none when it is missing."""
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
 def elapsed_from_metrics(run_dir: Path, step: int) -> float:
     """Training seconds up to `step` as metrics.csv records them, over every session.
 
