@@ -8,9 +8,11 @@ and go back through Krita's colour engine.
 
 import json
 import os
+import time
 import traceback
 
 from krita import Krita
+from PyQt5.QtWidgets import QApplication
 
 WIDTH, HEIGHT = 64, 48
 
@@ -46,8 +48,14 @@ def cmyk_round_trip() -> dict:
         "fill_white_ink": list(out[(HEIGHT // 2 * WIDTH + 2) * 5 :][:4]),
         "fill_cyan_ink": list(out[(HEIGHT // 2 * WIDTH + WIDTH - 2) * 5 :][:4]),
         "original_unchanged": before == bytes(paint.pixelData(0, 0, WIDTH, HEIGHT)),
-        "open_documents": len(Krita.instance().documents()),
     }
+    # The plugin closes its scratch documents a moment later, from the event loop (see
+    # document_io.close_when_settled).
+    deadline = time.monotonic() + 20
+    while len(Krita.instance().documents()) > 1 and time.monotonic() < deadline:
+        QApplication.processEvents()
+        time.sleep(0.02)
+    result["open_documents"] = len(Krita.instance().documents())
     doc.close()
     return result
 

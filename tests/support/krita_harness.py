@@ -11,6 +11,9 @@ and 5.2 from Debian 13's, in the cached Debian 13 root (.ci/debian13-root.sh), e
 chroot. Xvfb runs here for both: the root shares this machine's network namespace, so Krita
 inside it reaches Xvfb's abstract socket (@/tmp/.X11-unix/XN) without the root needing an X
 server or the host's /tmp.
+
+The driver records its progress after every scenario; a Krita that crashes, hangs or exits
+with another status than 0 fails the run with the scenario it was in and what Krita printed.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,11 +134,61 @@ def run_driver(
         command, run_env = host.command(root, env)
         if host.root is not None:
             env = run_env
+        started = time.perf_counter()
         try:
             run = subprocess.run(
                 command, capture_output=True, text=True, env=env, timeout=KRITA_TIMEOUT_S
             )
-            output = run.stdout[-4000:] + run.stderr[-4000:]
+            stdout, stderr, status = run.stdout, run.stderr, str(run.returncode)
         except subprocess.TimeoutExpired as expired:
-            output = f"Krita did not finish in {KRITA_TIMEOUT_S} s: {expired}"
-    return driver_results(results, host.name, output)
+            stdout, stderr = _text(expired.stdout), _text(expired.stderr)
+            status = f"none: still running after {KRITA_TIMEOUT_S} s, killed"
+    seconds = time.perf_counter() - started
+    said = f"(exit status {status})\n{stdout[-4000:]}{stderr[-8000:]}"
+    document = driver_results(results, host.name, said)
+    progress = document.get("progress", {})
+    if not progress.get("finished") or status != "0":
+        raise RuntimeError(
+            f"{host.name} ended after the driver's step {progress.get('steps')}, in scenario "
+            f"{progress.get('scenario')!r}, finished: {progress.get('finished')}; Krita said:\n"
+            f"{said}"
+        )
+    document["krita_output"] = {"stdout": stdout, "stderr": stderr}
+    document["krita_seconds"] = seconds
+    return document
+
+
+def _text(captured: bytes | str | None) -> str:
+    if isinstance(captured, bytes):
+        return captured.decode(errors="replace")
+    return captured or ""
+
+
+#: Lines of Krita's output that are warnings of Krita's or Qt's about what the driver or the
+#: plugin did (a clean run prints none of them).
+WARNING_MARKERS = ("SAFE ASSERT", "ASSERT (krita)", "WARNING", "Warning:", "Traceback", "Error")
+
+
+#: What the driver writes to Krita's stderr as it starts each scenario.
+SCENARIO_MARKER = "glcic test driver: scenario"
+
+
+def warnings_in(output: str) -> list[str]:
+    return [line for line in output.splitlines() if any(m in line for m in WARNING_MARKERS)]
+
+
+def driver_warnings(output: dict[str, str]) -> list[str]:
+    """The warnings Krita printed once the driver had started (`output` as run_driver keeps
+    it): at start-up Krita warns about its own installation, plugin or not (5.1:
+    "QQml_colorProvider: no color provider has been set!", 5.2: 'requested data for unknown
+    action "path-break-at-selection"')."""
+    stderr = output["stderr"]
+    if SCENARIO_MARKER not in stderr:
+        return ["the driver never started a scenario"]
+    after = stderr[stderr.index(SCENARIO_MARKER) :]
+    stdout = [line for line in warnings_in(output["stdout"]) if not _startup_noise(line)]
+    return stdout + warnings_in(after)
+
+
+def _startup_noise(line: str) -> bool:
+    return "QQml_colorProvider" in line or '"path-break-at-selection"' in line

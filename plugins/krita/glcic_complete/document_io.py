@@ -13,6 +13,11 @@ from typing import TYPE_CHECKING
 
 from krita import Document, Krita, Node
 
+try:
+    from PyQt5.QtCore import QTimer
+except ImportError:  # pragma: no cover - Qt 6 builds of Krita
+    from PyQt6.QtCore import QTimer
+
 from .glcic_plugin_common import Rect, fill_layer_pixels, swap_red_blue
 
 _SRGB_PROFILES = ("sRGB-elle-V2-srgbtrc.icc", "sRGB built-in")
@@ -50,7 +55,31 @@ def convert(
         scratch.waitForDone()
         return bytes(scratch.topLevelNodes()[0].pixelData(0, 0, width, height))
     finally:
-        scratch.close()
+        close_when_settled(scratch)
+
+
+#: How long a scratch document is kept after its last use before it is closed.
+SCRATCH_CLOSE_DELAY_MS = 1000
+
+
+def close_when_settled(scratch: Document) -> None:
+    """Close a scratch document once Krita has long finished with it, from the event loop.
+
+    Not at once: Krita 5.2 delivers some of an image's notifications to its UI objects only
+    after the event handler running the plugin has returned, and a document closed while its
+    image still has work or notifications in flight destroys their receivers first, which
+    Krita logs as "the destination object of KisSynchronizedConnection has been destroyed
+    during postponed delivery".
+    """
+
+    def close() -> None:
+        if scratch.tryBarrierLock():
+            scratch.unlock()
+            scratch.close()
+        else:  # its image is still busy: look again a little later
+            QTimer.singleShot(100, close)
+
+    QTimer.singleShot(SCRATCH_CLOSE_DELAY_MS, close)
 
 
 def read_rgba8(node: Node, rect: Rect) -> bytes:

@@ -5,16 +5,31 @@ written to $GLCIC_TEST_RESULTS; the assertions live there. Once Krita's window e
 scenario builds a document, paints, selects, triggers the plugin's registered action, waits for
 it to finish and records layers, pixels and messages; then undo is triggered and the layers
 recorded again. The driver ends the process itself (Krita's file_quit does not, headless).
+
+A step machine, never a nested event loop. Every scenario is a generator; each `yield` ends
+the current step and hands control back to Krita's main event loop, and a fresh timer resumes
+the scenario: `yield 300` after that many milliseconds, `yield Until(condition)` once the
+condition holds (looked at every 20 ms from the main loop) or its time is up, the generator then
+receiving whether it held. This matters because Krita (KisApplication::notify) postpones its
+image-to-UI notifications (the layers docker learning of a new layer, the view making a layer
+active) while an event handler runs a nested event loop, until the outermost handler returns:
+a driver waiting in nested loops (QEventLoop.exec_, processEvents, Document.waitForDone) sees a
+Krita that never catches up, and Krita 5.2 then has no active layer at all. Waiting for the
+image uses Document.tryBarrierLock, which never blocks.
+
+The results file is rewritten after every scenario, naming the last step reached, so a Krita
+that crashes or hangs leaves a clear trace for the test (see tests/support/krita_harness.py).
 """
 
 import json
 import os
 import struct
+import sys
 import time
 import traceback
 
 from krita import Extension, Krita, Selection
-from PyQt5.QtCore import QEventLoop, QThread, QTimer
+from PyQt5.QtCore import QTimer
 from PyQt5.QtWidgets import QApplication, QDialogButtonBox, QMessageBox, QPushButton
 
 ACTION = "glcic_content_aware_complete"
@@ -26,6 +41,16 @@ WIDTH, HEIGHT = 160, 120
 WAIT_MS = 120_000
 #: How long the UI is left to settle after a fill: Krita activated the new layer 0.2-0.6 s late.
 SETTLE_MS = 1500
+#: How often an Until condition is looked at, from Krita's main event loop.
+POLL_MS = 20
+
+
+class Until:
+    """What a scenario yields to wait, in Krita's main loop, until `condition()` holds."""
+
+    def __init__(self, condition, timeout_ms: int = 20_000) -> None:
+        self.condition = condition
+        self.deadline = time.perf_counter() + timeout_ms / 1000
 
 
 def pattern(model: str, depth: str, width: int, height: int) -> bytes:
@@ -51,6 +76,43 @@ def pattern(model: str, depth: str, width: int, height: int) -> bytes:
     return bytes(out)
 
 
+def image_idle(doc) -> bool:
+    """Whether the image has no work queued (its strokes, such as adding a layer, are done);
+    never blocks, unlike Document.waitForDone."""
+    if doc.tryBarrierLock():
+        doc.unlock()
+        return True
+    return False
+
+
+def active_name(doc):
+    node = doc.activeNode()
+    return node.name() if node is not None else None
+
+
+def record_layers(doc) -> list:
+    return [node.name() for node in doc.rootNode().childNodes() if node.type() != "selectionmask"]
+
+
+def fills(doc) -> list:
+    """The pixels of every fill layer, bottom to top, as hex."""
+    return [
+        bytes(node.pixelData(0, 0, WIDTH, HEIGHT)).hex()
+        for node in doc.rootNode().childNodes()
+        if node.name() == FILL
+    ]
+
+
+def messages() -> list:
+    """Texts of visible message boxes, which are then closed."""
+    texts = []
+    for widget in QApplication.topLevelWidgets():
+        if isinstance(widget, QMessageBox) and widget.isVisible():
+            texts.append(widget.text())
+            widget.close()
+    return texts
+
+
 class Driver:
     def __init__(self) -> None:
         self.window = Krita.instance().activeWindow()
@@ -59,19 +121,25 @@ class Driver:
 
         self.extension = glcic_complete.EXTENSION
         self.completion = glcic_complete.EXTENSION.completion
+        self.elapsed = self.longest_stall = 0.0
+        self.ui_ticks = 0
 
-    def trigger(self, cancel: bool = False, close=None) -> str:
-        """Trigger the registered action and wait until the plugin reports how it ended;
-        `cancel` presses the progress dialog's Cancel as soon as the action has returned;
-        `close` is a document to close at that moment, before the fill arrives."""
-        loop = QEventLoop()
-        outcome = ["timeout"]
+    # -- waiting, always in Krita's main loop --
+
+    def idle(self, doc, settle_ms: int = 200):
+        """Wait until the image's queued work is done, then `settle_ms` more for Krita's UI to
+        take in what it announced (its notifications reach the UI through the event loop)."""
+        yield Until(lambda: image_idle(doc))
+        if settle_ms:
+            yield settle_ms
+
+    def trigger(self, cancel: bool = False, close=None):
+        """Trigger the registered action and wait until the plugin reports how it ended; the
+        outcome is the generator's value. `cancel` presses the progress dialog's Cancel as
+        soon as the action has returned; `close` is a document to close at that moment,
+        before the fill arrives."""
+        outcome = []
         ticks = [0]
-
-        def finished(value: str) -> None:
-            outcome[0] = value
-            loop.quit()
-
         last = [time.perf_counter()]
         self.longest_stall = 0.0
 
@@ -85,24 +153,33 @@ class Driver:
         ticker.setInterval(5)
         ticker.timeout.connect(tick)
         ticker.start()
-        self.completion.finished.connect(finished)
-        QTimer.singleShot(WAIT_MS, loop.quit)
+        self.completion.finished.connect(outcome.append)
         started = time.perf_counter()
-        Krita.instance().action(ACTION).trigger()
-        if cancel and self.completion.dialog is not None:
-            self.completion.dialog.findChild(QPushButton).click()
-        if close is not None:
-            close.close()
-        if self.completion.job is not None:  # still running: the UI thread came back at once
-            loop.exec_()
-        self.elapsed = time.perf_counter() - started
-        self.longest_stall = max(self.longest_stall, time.perf_counter() - last[0])
-        ticker.stop()
-        self.completion.finished.disconnect(finished)
+        try:
+            Krita.instance().action(ACTION).trigger()
+            if cancel and self.completion.dialog is not None:
+                self.completion.dialog.findChild(QPushButton).click()
+            if close is not None:
+                close.close()
+            if not outcome:  # still running: the UI thread came back at once
+                yield Until(lambda: bool(outcome), WAIT_MS)
+        finally:
+            self.elapsed = time.perf_counter() - started
+            self.longest_stall = max(self.longest_stall, time.perf_counter() - last[0])
+            ticker.stop()
+            self.completion.finished.disconnect(outcome.append)
         self.ui_ticks = ticks[0]
-        return outcome[0]
+        return outcome[0] if outcome else "timeout"
 
-    def show(self, doc) -> None:
+    def fill_settled(self):
+        """Wait until the plugin's watch over the new layer's activation has ended (Krita
+        activates the new layer a moment after adding it; the plugin puts the source back)."""
+        keeper = self.completion.keeper
+        if keeper is not None:
+            yield Until(lambda: keeper.done, 10_000)
+        yield 100
+
+    def show(self, doc):
         """Open `doc` in a view and make that view the active one, as opening an image does."""
         window = self.window.qwindow()
         # As a click on Krita's window would: the window active, then the new view in it.
@@ -111,11 +188,20 @@ class Driver:
         view = self.window.addView(doc)
         self.window.showView(view)
         view.setVisible()
-        self.wait_until(lambda: Krita.instance().activeDocument() == doc, 5000)
+        yield Until(lambda: Krita.instance().activeDocument() == doc, 5000)
 
-    def new_document(self, model: str, depth: str, name: str):
+    def new_document(self, model: str, depth: str, name: str, group: bool = False):
+        """A document with layers Background, paint (the pattern, offset) and top, and with
+        `group` a group layer above them, "paint" active; the generator's value is (document,
+        paint layer)."""
         doc = Krita.instance().createDocument(WIDTH, HEIGHT, name, model, depth, "", 72.0)
-        self.show(doc)
+        if group:
+            # Added before the document has a view: Krita 5.1 trips a SAFE ASSERT ("dummy",
+            # kis_dummies_facade_base.cpp) when a script adds a group layer to a shown image.
+            root = doc.rootNode()
+            root.addChildNode(doc.createNode("group", "grouplayer"), root.childNodes()[0])
+            yield from self.idle(doc, 0)
+        yield from self.show(doc)
         root = doc.rootNode()
         background = root.childNodes()[0]
         paint = doc.createNode("paint", "paintlayer")
@@ -124,76 +210,49 @@ class Driver:
         root.addChildNode(top, paint)
         paint.setPixelData(pattern(model, depth, WIDTH, HEIGHT), 0, 0, WIDTH, HEIGHT)
         paint.move(6, -4)  # a layer offset: its pixels no longer start at the image origin
-        doc.waitForDone()
-        self.activate(doc, paint)
+        yield from self.idle(doc)
+        # Krita's UI makes each added layer active once it has taken it in: "top" last.
+        yield Until(lambda: active_name(doc) == "top", 5000)
+        yield from self.activate(doc, paint)
         return doc, paint
 
-    def activate(self, doc, node) -> None:
-        """Make `node` active; the GUI activates newly added layers a little later, so wait."""
-        for _ in range(100):
-            QApplication.processEvents()
-            doc.setActiveNode(node)
-            QApplication.processEvents()
-            if doc.activeNode() is not None and doc.activeNode().name() == node.name():
-                return
-            QThread.msleep(20)
+    def select(self, doc, x: int, y: int, width: int, height: int, feather: int = 0):
+        selection = Selection()
+        selection.select(x, y, width, height, 255)
+        if feather:
+            selection.feather(feather)
+        doc.setSelection(selection)
+        yield from self.idle(doc)
 
-    def settle(self, milliseconds: int = SETTLE_MS) -> None:
-        """Let Krita's event loop run undisturbed, as it does between a user's clicks."""
-        loop = QEventLoop()
-        QTimer.singleShot(milliseconds, loop.quit)
-        loop.exec_()
-
-    def wait_until(self, condition, timeout_ms: int = 20_000) -> bool:
-        """Run the event loop until `condition()` holds; False if it never did."""
-        deadline = time.perf_counter() + timeout_ms / 1000
-        while time.perf_counter() < deadline:
-            if condition():
-                return True
-            self.settle(20)
-        return bool(condition())
-
-    def fills(self, doc) -> list:
-        """The pixels of every fill layer, bottom to top, as hex."""
-        return [
-            bytes(node.pixelData(0, 0, WIDTH, HEIGHT)).hex()
-            for node in doc.rootNode().childNodes()
-            if node.name() == FILL
-        ]
+    def activate(self, doc, node):
+        """Make `node` active, as a click in the layers docker would, and wait until it is."""
+        doc.setActiveNode(node)
+        yield Until(lambda: active_name(doc) == node.name(), 5000)
 
     def selected_document(self, name: str):
         """An 8-bit RGBA document with the same pattern and rectangle every time."""
-        doc, paint = self.new_document("RGBA", "U8", name)
-        selection = Selection()
-        selection.select(50, 30, 48, 40, 255)
-        doc.setSelection(selection)
-        doc.waitForDone()
-        self.activate(doc, paint)
+        doc, paint = yield from self.new_document("RGBA", "U8", name)
+        yield from self.select(doc, 50, 30, 48, 40)
+        yield from self.activate(doc, paint)
         return doc, paint
+
+    # -- the scenarios --
 
     def second_fill_scenario(self):
         """Complete, give Krita's own event loop the time a user's next click would, then
         complete again with the same selection: the second fill must come from the source
-        layer, as the first did.
-
-        A generator: each `yield` hands control back to Krita's main event loop for that many
-        milliseconds (see drive()). Krita delivers its image-to-UI notifications (the layers
-        docker learning of a new layer, and then making it the active one) only there: inside
-        an event handler, such as the timer running this driver, they are postponed until the
-        handler returns, so no nested event loop (settle()) ever lets them through.
-        """
-        doc, paint = self.selected_document("second fill")
+        layer, as the first did."""
+        doc, paint = yield from self.selected_document("second fill")
         yield SETTLE_MS  # Krita's UI catches up with the document's layers, as after a load
-        self.activate(doc, paint)
-        active_before = self.active_name(doc)
-        first = self.trigger()
-        added = FILL in self.record_layers(doc)
+        yield from self.activate(doc, paint)
+        active_before = active_name(doc)
+        first = yield from self.trigger()
+        added = FILL in record_layers(doc)
         yield SETTLE_MS  # the user looks at the fill before completing again
         keeper = self.completion.keeper
-        active_between = self.active_name(doc)
-        second = self.trigger()
-        doc.waitForDone()
-        yield SETTLE_MS
+        active_between = active_name(doc)
+        second = yield from self.trigger()
+        yield from self.idle(doc, SETTLE_MS)
         self.results["scenarios"]["second_fill"] = {
             "outcomes": [first, second],
             "message": self.completion.last_message,
@@ -201,16 +260,12 @@ class Driver:
             "active_before": active_before,
             "active_between": active_between,
             "corrections": keeper.corrected if keeper is not None else None,
-            "active_after_second": self.active_name(doc),
-            "layers": self.record_layers(doc),
-            "fills": self.fills(doc),
+            "active_after_second": active_name(doc),
+            "layers": record_layers(doc),
+            "fills": fills(doc),
             "selection": bytes(doc.selection().pixelData(0, 0, WIDTH, HEIGHT)).hex(),
         }
         doc.setModified(False)
-
-    def active_name(self, doc):
-        node = doc.activeNode()
-        return node.name() if node is not None else None
 
     def disable_keeper(self) -> None:
         """The control run: the plugin's fix (activation.KeepSourceActive) does nothing, so
@@ -219,12 +274,13 @@ class Driver:
 
         activation.KeepSourceActive.start = activation.KeepSourceActive.stop
 
-    def open_settings(self) -> dict:
-        """Open the settings dialog through its action and wait for the daemon's model list."""
+    def open_settings(self):
+        """Open the settings dialog through its action and wait for the daemon's model list;
+        the generator's value is what the dialog showed."""
         Krita.instance().action(SETTINGS_ACTION).trigger()
         dialog = self.extension.settings_dialog
         status_after_trigger = dialog.status
-        self.wait_until(lambda: dialog.status != "loading")
+        yield Until(lambda: dialog.status != "loading")
         combo = dialog.model
         return {
             "dialog": dialog,
@@ -236,22 +292,22 @@ class Driver:
             "note": dialog.note.text(),
         }
 
-    def model_choice_scenario(self) -> None:
+    def model_choice_scenario(self):
         """Choose the daemon's second model in the settings dialog, then complete: the daemon
         must run that model. The fill to compare with is the same one from the default."""
-        doc, _ = self.selected_document("default model")
-        default_outcome = self.trigger()
-        self.settle(200)
-        default_fill = self.fills(doc)
+        doc, _ = yield from self.selected_document("default model")
+        default_outcome = yield from self.trigger()
+        yield from self.idle(doc)
+        default_fill = fills(doc)
         doc.setModified(False)
-        seen = self.open_settings()
+        seen = yield from self.open_settings()
         dialog = seen.pop("dialog")
         dialog.model.setCurrentIndex(dialog.model.findData(OTHER_MODEL))
         dialog.findChild(QDialogButtonBox).button(QDialogButtonBox.StandardButton.Ok).click()
-        self.settle(200)
-        doc, _ = self.selected_document("chosen model")
-        outcome = self.trigger()
-        self.settle(200)
+        yield 200
+        doc, _ = yield from self.selected_document("chosen model")
+        outcome = yield from self.trigger()
+        yield from self.idle(doc)
         self.results["scenarios"]["model_choice"] = {
             **seen,
             "default_outcome": default_outcome,
@@ -260,70 +316,50 @@ class Driver:
             "message": self.completion.last_message,
             "asked_for": self.completion.last_model,
             "stored": Krita.instance().readSetting("glcic", "model", ""),
-            "fill": self.fills(doc),
+            "fill": fills(doc),
         }
         doc.setModified(False)
 
-    def restart_checks(self) -> None:
+    def restart_checks(self):
         """A Krita started again (same user): the choice is remembered and used; once its model
         is gone from the daemon, the dialog and the action say so clearly."""
         remembered = Krita.instance().readSetting("glcic", "model", "")
-        doc, _ = self.selected_document("after restart")
-        outcome = self.trigger()
-        self.settle(200)
+        doc, _ = yield from self.selected_document("after restart")
+        outcome = yield from self.trigger()
+        yield from self.idle(doc)
         entry = {
             "remembered": remembered,
             "outcome": outcome,
             "message": self.completion.last_message,
             "asked_for": self.completion.last_model,
-            "fill": self.fills(doc),
+            "fill": fills(doc),
         }
         doc.setModified(False)
         os.remove(os.path.join(os.environ["GLCIC_HOME"], "models", OTHER_MODEL + ".safetensors"))
-        doc, _ = self.selected_document("model removed")
-        self.messages()
-        entry["removed_outcome"] = self.trigger()
-        QApplication.processEvents()
+        doc, _ = yield from self.selected_document("model removed")
+        messages()
+        entry["removed_outcome"] = yield from self.trigger()
         entry["removed_message"] = self.completion.last_message
-        entry["removed_shown"] = self.messages()
-        entry["removed_layers"] = self.record_layers(doc)
+        entry["removed_shown"] = messages()
+        entry["removed_layers"] = record_layers(doc)
         doc.setModified(False)
-        seen = self.open_settings()
+        seen = yield from self.open_settings()
         seen.pop("dialog").reject()
         entry["dialog_after_removal"] = seen
         self.results["restart"] = entry
 
-    def messages(self) -> list:
-        """Texts of visible message boxes, which are then closed."""
-        texts = []
-        for widget in QApplication.topLevelWidgets():
-            if isinstance(widget, QMessageBox) and widget.isVisible():
-                texts.append(widget.text())
-                widget.close()
-        return texts
-
-    def record_layers(self, doc) -> list:
-        return [
-            node.name() for node in doc.rootNode().childNodes() if node.type() != "selectionmask"
-        ]
-
     def completion_scenario(
         self, key: str, model: str, depth: str, feather: int, cancel: bool = False
-    ) -> None:
-        doc, paint = self.new_document(model, depth, key)
-        selection = Selection()
-        selection.select(50, 30, 48, 40, 255)
-        if feather:
-            selection.feather(feather)
-        doc.setSelection(selection)
-        doc.waitForDone()
+    ):
+        doc, paint = yield from self.new_document(model, depth, key)
+        yield from self.select(doc, 50, 30, 48, 40, feather)
         before = bytes(paint.pixelData(-20, -20, WIDTH + 40, HEIGHT + 40))
-        layers_before = self.record_layers(doc)
-        self.activate(doc, paint)
-        active_before = doc.activeNode().name()
-        outcome = self.trigger(cancel)
-        doc.waitForDone()
-        layers_after = self.record_layers(doc)
+        layers_before = record_layers(doc)
+        yield from self.activate(doc, paint)
+        active_before = active_name(doc)
+        outcome = yield from self.trigger(cancel)
+        yield from self.idle(doc)
+        layers_after = record_layers(doc)
         entry = {
             "outcome": outcome,
             "message": self.completion.last_message if outcome != "done" else "",
@@ -337,84 +373,121 @@ class Driver:
             "profile": doc.colorProfile(),
             "active_before": active_before,
         }
-        fill = next(
-            (n for n in doc.rootNode().childNodes() if n.name() == "Content-aware fill"), None
-        )
+        fill = next((n for n in doc.rootNode().childNodes() if n.name() == FILL), None)
         if fill is not None:
             entry["fill_space"] = [fill.colorModel(), fill.colorDepth(), fill.colorProfile()]
             entry["fill_pixels"] = bytes(fill.pixelData(0, 0, WIDTH, HEIGHT)).hex()
             entry["selection"] = bytes(doc.selection().pixelData(0, 0, WIDTH, HEIGHT)).hex()
-            QApplication.processEvents()
-            entry["active_after"] = doc.activeNode().name()
+            yield from self.fill_settled()
+            entry["active_after"] = active_name(doc)
             Krita.instance().action("edit_undo").trigger()
-            doc.waitForDone()
-            QApplication.processEvents()
-            entry["layers_after_undo"] = self.record_layers(doc)
+            yield from self.idle(doc)
+            yield Until(lambda: record_layers(doc) == layers_before, 5000)
+            entry["layers_after_undo"] = record_layers(doc)
         self.results["scenarios"][key] = entry
         doc.setModified(False)
 
-    def refusal_scenario(self, key: str, setup) -> None:
-        doc, _ = self.new_document("RGBA", "U8", key)
-        setup(doc)
-        layers_before = self.record_layers(doc)
-        self.messages()
-        outcome = self.trigger()
-        QApplication.processEvents()
+    def refusal_scenario(self, key: str, setup, group: bool = False):
+        doc, _ = yield from self.new_document("RGBA", "U8", key, group)
+        yield from setup(doc)
+        layers_before = record_layers(doc)
+        messages()
+        outcome = yield from self.trigger()
+        yield 50  # the message box is shown
         self.results["scenarios"][key] = {
             "outcome": outcome,
             "message": self.completion.last_message,
-            "shown": self.messages(),
+            "shown": messages(),
             "layers_before": layers_before,
-            "layers_after": self.record_layers(doc),
+            "layers_after": record_layers(doc),
         }
         doc.setModified(False)
 
-    def closed_meanwhile_scenario(self) -> None:
+    def refusal_scenarios(self):
+        def no_selection(doc):
+            yield from self.idle(doc)  # a new document has no selection
+
+        def group_active(doc):
+            yield from self.select(doc, 10, 10, 20, 20)
+            group = next(node for node in doc.rootNode().childNodes() if node.name() == "group")
+            yield from self.activate(doc, group)
+
+        yield from self.refusal_scenario("no_selection", no_selection)
+        yield from self.refusal_scenario("not_a_paint_layer", group_active, group=True)
+
+    def no_daemon_scenarios(self):
+        saved = os.environ.get("GLCIC_CONNECTION_FILE")
+        os.environ["GLCIC_CONNECTION_FILE"] = os.path.join(os.environ["HOME"], "no-daemon.json")
+        try:
+
+            def rectangle(doc):
+                yield from self.select(doc, 20, 20, 30, 30)
+
+            yield from self.refusal_scenario("no_daemon", rectangle)
+            seen = yield from self.open_settings()
+            seen.pop("dialog").reject()
+            self.results["scenarios"]["settings_without_daemon"] = seen
+        finally:
+            if saved is None:
+                del os.environ["GLCIC_CONNECTION_FILE"]
+            else:
+                os.environ["GLCIC_CONNECTION_FILE"] = saved
+
+    def closed_meanwhile_scenario(self):
         """The user closes the image while the daemon works: nothing to add, and words say so."""
-        doc, _ = self.new_document("RGBA", "U8", "closed meanwhile")
-        selection = Selection()
-        selection.select(30, 30, 40, 30, 255)
-        doc.setSelection(selection)
-        doc.waitForDone()
+        doc, _ = yield from self.new_document("RGBA", "U8", "closed meanwhile")
+        yield from self.select(doc, 30, 30, 40, 30)
+        yield SETTLE_MS  # nothing of Krita's own is pending for the document it will close
         doc.setModified(False)
-        self.messages()
-        outcome = self.trigger(close=doc)
-        QApplication.processEvents()
+        messages()
+        outcome = yield from self.trigger(close=doc)
+        yield 50  # the message box is shown
         self.results["scenarios"]["closed_meanwhile"] = {
             "outcome": outcome,
             "message": self.completion.last_message,
-            "shown": self.messages(),
+            "shown": messages(),
         }
 
-    def source_removed_scenario(self) -> None:
+    def source_removed_scenario(self):
         """The user deletes the source layer while the daemon works: the fill still arrives,
         on top of the stack, rather than being lost."""
-        doc, paint = self.new_document("RGBA", "U8", "source removed")
-        selection = Selection()
-        selection.select(30, 30, 40, 30, 255)
-        doc.setSelection(selection)
-        doc.waitForDone()
-        original = self.completion._provide_pixels
-
-        def provide_then_delete(job, limit) -> None:
-            original(job, limit)
-            paint.remove()
-            doc.waitForDone()
-
-        self.completion._provide_pixels = provide_then_delete
+        doc, paint = yield from self.new_document("RGBA", "U8", "source removed")
+        yield from self.select(doc, 30, 30, 40, 30)
+        asked = []
+        # The plugin reads the pixels when its worker asks; the layer is deleted right then,
+        # and the worker gets the pixels only once Krita has removed the layer.
+        self.completion._provide_pixels = lambda job, limit: asked.append((job, limit))
+        outcome = []
+        self.completion.finished.connect(outcome.append)
         try:
-            outcome = self.trigger()
+            Krita.instance().action(ACTION).trigger()
+            yield Until(lambda: bool(asked) or bool(outcome), WAIT_MS)
+            if asked:
+                job, limit = asked[0]
+                provided = []
+
+                class Holder:  # catches the request the plugin reads from the layer
+                    provide = provided.append
+
+                type(self.completion)._provide_pixels(self.completion, Holder, limit)
+                paint.remove()
+                yield Until(lambda: paint.parentNode() is None and image_idle(doc), 5000)
+                yield 200
+                job.provide(provided[0] if provided else None)
+                yield Until(lambda: bool(outcome), WAIT_MS)
         finally:
             del self.completion._provide_pixels  # the class's method again
-        QApplication.processEvents()
+            self.completion.finished.disconnect(outcome.append)
+        yield from self.idle(doc)
         self.results["scenarios"]["source_removed"] = {
-            "outcome": outcome,
-            "message": self.completion.last_message if outcome != "done" else "",
-            "layers_after": self.record_layers(doc),
+            "outcome": outcome[0] if outcome else "timeout",
+            "message": self.completion.last_message if outcome != ["done"] else "",
+            "layers_after": record_layers(doc),
         }
+        yield from self.fill_settled()
         doc.setModified(False)
 
-    def shortcut_check(self) -> None:
+    def shortcut_check(self):
         ours = Krita.instance().action(ACTION)
         shortcut = ours.shortcut().toString()
         clashes = sorted(
@@ -425,54 +498,35 @@ class Driver:
             and any(s.toString() == shortcut for s in action.shortcuts())
         )
         self.results["shortcut"] = {"shortcut": shortcut, "clashes": clashes, "text": ours.text()}
+        yield 0
 
-    def run(self):
-        """Every scenario; a generator, as second_fill_scenario() is (see drive())."""
-        self.shortcut_check()
-        self.completion_scenario("rgba8_rectangle", "RGBA", "U8", 0)
-        self.completion_scenario("rgba16_feathered", "RGBA", "U16", 8)
-        self.completion_scenario("rgbaf32_feathered", "RGBA", "F32", 5)
-        self.completion_scenario("graya8_rectangle", "GRAYA", "U8", 0)
-        self.completion_scenario("cancelled", "RGBA", "U8", 0, cancel=True)
+    def scenarios(self, mode: str) -> list:
+        """The mode's scenarios, in order: (name, generator function)."""
+        if mode == "restart":
+            return [("restart", self.restart_checks)]
+        if mode == "unfixed":
+            self.disable_keeper()
+            return [("second_fill", self.second_fill_scenario)]
 
-        def no_selection(doc) -> None:
-            doc.setSelection(Selection())
+        def completion(*args, **kwargs):
+            return lambda: self.completion_scenario(*args, **kwargs)
 
-        def group_active(doc) -> None:
-            group = doc.createGroupLayer("group")
-            doc.rootNode().addChildNode(group, None)
-            selection = Selection()
-            selection.select(10, 10, 20, 20, 255)
-            doc.setSelection(selection)
-            doc.waitForDone()
-            self.activate(doc, group)
-
-        self.refusal_scenario("no_selection", no_selection)
-        self.refusal_scenario("not_a_paint_layer", group_active)
-
-        saved = os.environ.get("GLCIC_CONNECTION_FILE")
-        os.environ["GLCIC_CONNECTION_FILE"] = os.path.join(os.environ["HOME"], "no-daemon.json")
-
-        def rectangle(doc) -> None:
-            selection = Selection()
-            selection.select(20, 20, 30, 30, 255)
-            doc.setSelection(selection)
-            doc.waitForDone()
-
-        self.refusal_scenario("no_daemon", rectangle)
-        seen = self.open_settings()
-        seen.pop("dialog").reject()
-        self.results["scenarios"]["settings_without_daemon"] = seen
-        if saved is None:
-            del os.environ["GLCIC_CONNECTION_FILE"]
-        else:
-            os.environ["GLCIC_CONNECTION_FILE"] = saved
-        self.closed_meanwhile_scenario()
-        self.source_removed_scenario()
-        # Krita carries on: the same action works again once the daemon is reachable.
-        self.completion_scenario("after_error", "RGBA", "U8", 0)
-        yield from self.second_fill_scenario()
-        self.model_choice_scenario()  # last: it changes the model later runs use
+        return [
+            ("shortcut", self.shortcut_check),
+            ("rgba8_rectangle", completion("rgba8_rectangle", "RGBA", "U8", 0)),
+            ("rgba16_feathered", completion("rgba16_feathered", "RGBA", "U16", 8)),
+            ("rgbaf32_feathered", completion("rgbaf32_feathered", "RGBA", "F32", 5)),
+            ("graya8_rectangle", completion("graya8_rectangle", "GRAYA", "U8", 0)),
+            ("cancelled", completion("cancelled", "RGBA", "U8", 0, cancel=True)),
+            ("refusals", self.refusal_scenarios),
+            ("no_daemon", self.no_daemon_scenarios),
+            ("closed_meanwhile", self.closed_meanwhile_scenario),
+            ("source_removed", self.source_removed_scenario),
+            # Krita carries on: the same action works again once the daemon is reachable.
+            ("after_error", completion("after_error", "RGBA", "U8", 0)),
+            ("second_fill", self.second_fill_scenario),
+            ("model_choice", self.model_choice_scenario),  # last: it changes the model
+        ]
 
 
 def tiled_pattern(depth: str, width: int, height: int) -> bytes:
@@ -497,38 +551,44 @@ class Benchmark(Driver):
         ("U16", (4000, 3000), (1200, 1000, 1500, 1000)),
     )
 
-    def run(self) -> None:
+    def scenarios(self, mode: str) -> list:
         self.results["bench"] = []
-        for depth, (width, height), (x, y, w, h) in self.CASES:
-            doc = Krita.instance().createDocument(width, height, "bench", "RGBA", depth, "", 72.0)
-            self.show(doc)
-            root = doc.rootNode()
-            paint = root.childNodes()[0]
-            paint.setPixelData(tiled_pattern(depth, width, height), 0, 0, width, height)
-            selection = Selection()
-            selection.select(x, y, w, h, 255)
-            doc.setSelection(selection)
-            doc.waitForDone()
-            self.activate(doc, paint)
-            runs = []
-            for _ in range(3):
-                outcome = self.trigger()
-                doc.waitForDone()
-                runs.append(
-                    {
-                        "outcome": outcome,
-                        "wall_s": self.elapsed,
-                        "daemon_s": self.completion.last_daemon_seconds,
-                        "longest_stall_s": self.longest_stall,
-                    }
-                )
-                Krita.instance().action("edit_undo").trigger()
-                doc.waitForDone()
-            self.results["bench"].append(
-                {"depth": depth, "document": [width, height], "selection": [w, h], "runs": runs}
+        return [
+            (f"bench {depth} {w}x{h}", lambda case=case: self.case(*case))
+            for case in self.CASES
+            for depth, _, (_, _, w, h) in [case]
+        ]
+
+    def case(self, depth: str, size: tuple, box: tuple):
+        (width, height), (x, y, w, h) = size, box
+        doc = Krita.instance().createDocument(width, height, "bench", "RGBA", depth, "", 72.0)
+        yield from self.show(doc)
+        paint = doc.rootNode().childNodes()[0]
+        paint.setPixelData(tiled_pattern(depth, width, height), 0, 0, width, height)
+        yield from self.select(doc, x, y, w, h)
+        yield from self.activate(doc, paint)
+        runs = []
+        for _ in range(3):
+            outcome = yield from self.trigger()
+            runs.append(
+                {
+                    "outcome": outcome,
+                    "wall_s": self.elapsed,
+                    "daemon_s": self.completion.last_daemon_seconds,
+                    "longest_stall_s": self.longest_stall,
+                }
             )
-            doc.setModified(False)
-            doc.close()
+            yield from self.idle(doc)
+            yield from self.fill_settled()
+            Krita.instance().action("edit_undo").trigger()
+            yield from self.idle(doc)
+        self.results["bench"].append(
+            {"depth": depth, "document": [width, height], "selection": [w, h], "runs": runs}
+        )
+        doc.setModified(False)
+        yield from self.idle(doc, SETTLE_MS)  # nothing of Krita's own pending for it
+        doc.close()
+        yield 500
 
 
 def write_results(results: dict) -> None:
@@ -537,42 +597,84 @@ def write_results(results: dict) -> None:
     with open(temporary, "w", encoding="utf-8") as stream:
         json.dump(results, stream)
     os.replace(temporary, results_path)
-    os._exit(0)
+
+
+class StepMachine:
+    """Runs the scenarios one step at a time, each step a fresh timer callback from Krita's
+    main event loop (see the module's docstring); records progress after every scenario and
+    ends Krita once all are done."""
+
+    def __init__(self, driver: Driver, scenarios: list) -> None:
+        self.driver = driver
+        self.pending = list(scenarios)
+        self.current = None  # (name, generator)
+        self.steps = 0
+
+    def start(self) -> None:
+        self.next_scenario()
+
+    def record(self, finished: bool, error: str = "") -> None:
+        results = dict(self.driver.results)
+        results["progress"] = {
+            "finished": finished,
+            "scenario": self.current[0] if self.current else None,
+            "steps": self.steps,
+        }
+        if error:
+            results["error"] = error
+        write_results(results)
+
+    def next_scenario(self) -> None:
+        if self.current is not None:
+            self.record(False)
+        if not self.pending:
+            self.current = None
+            self.record(True)
+            os._exit(0)
+        name, factory = self.pending.pop(0)
+        # Marks Krita's log, so that what Krita prints can be told apart by scenario.
+        sys.stderr.write(f"glcic test driver: scenario {name}\n")
+        sys.stderr.flush()
+        self.current = (name, factory())
+        self.resume(None)
+
+    def resume(self, value) -> None:
+        name, steps = self.current
+        self.steps += 1
+        try:
+            wait = steps.send(value)
+        except StopIteration:
+            QTimer.singleShot(0, self.next_scenario)
+            return
+        except Exception:
+            self.record(False, f"in scenario {name}:\n{traceback.format_exc()}")
+            os._exit(0)
+        if isinstance(wait, Until):
+            QTimer.singleShot(POLL_MS, lambda: self.poll(wait))
+        else:
+            QTimer.singleShot(int(wait), lambda: self.resume(None))
+
+    def poll(self, wait: Until) -> None:
+        try:
+            held = bool(wait.condition())
+        except Exception:
+            self.record(False, f"in scenario {self.current[0]}:\n{traceback.format_exc()}")
+            os._exit(0)
+        if held or time.perf_counter() > wait.deadline:
+            self.resume(held)
+        else:
+            QTimer.singleShot(POLL_MS, lambda: self.poll(wait))
 
 
 def drive() -> None:
-    """Run the mode's steps. A step that is a generator is resumed from a fresh timer after
-    each `yield milliseconds`, so that in between this handler has returned to Krita's main
-    event loop, as a plugin's handlers do for a user (Krita postpones some of its own UI
-    updates while any event handler runs; see Driver.second_fill_scenario)."""
     try:
-        mode = os.environ.get("GLCIC_DRIVER_MODE")
+        mode = os.environ.get("GLCIC_DRIVER_MODE", "test")
         driver = Benchmark() if mode == "bench" else Driver()
-        if mode == "restart":
-            steps = driver.restart_checks()
-        elif mode == "unfixed":
-            driver.disable_keeper()
-            steps = driver.second_fill_scenario()
-        else:
-            steps = driver.run()
+        machine = StepMachine(driver, driver.scenarios(mode))
     except Exception:
         write_results({"error": traceback.format_exc()})
-        return
-    if steps is None:
-        write_results(driver.results)
-        return
-
-    def resume() -> None:
-        try:
-            milliseconds = next(steps)
-        except StopIteration:
-            write_results(driver.results)
-        except Exception:
-            write_results({"error": traceback.format_exc()})
-        else:
-            QTimer.singleShot(milliseconds, resume)
-
-    resume()
+        os._exit(0)
+    machine.start()
 
 
 class TestDriver(Extension):
