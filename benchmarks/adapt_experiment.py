@@ -73,8 +73,6 @@ def run(args: argparse.Namespace) -> None:
         batch_size=args.batch,
         crop_size=args.crop,
         trainable=args.trainable,
-        loss=args.loss,
-        optimizer=args.optimizer,
     )
     paths = find_images(args.images)
     photos = [np.ascontiguousarray(read_image(p)[..., :3]) for p in paths]
@@ -208,12 +206,10 @@ def main() -> None:
     parser.add_argument("--bins", type=int, nargs="+", default=[0, 1, 2, 3])
     parser.add_argument("--budgets", type=float, nargs="+", default=[0, 10, 30, 60])
     parser.add_argument("--steps-per-second", type=float)
-    parser.add_argument("--optimizer", default=AdaptSettings.optimizer)
     parser.add_argument("--lr", type=float, default=AdaptSettings.learning_rate)
     parser.add_argument("--batch", type=int, default=AdaptSettings.batch_size)
     parser.add_argument("--crop", type=int)
     parser.add_argument("--trainable", default=AdaptSettings.trainable)
-    parser.add_argument("--loss", default=AdaptSettings.loss)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--shard", default="0/1")
     parser.add_argument("--out", type=Path)

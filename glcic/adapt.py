@@ -45,10 +45,6 @@ class AdaptSettings:
     exclusion_margin: int = 8
     #: "all" trains every layer; "decoder" only the layers after the dilated convolutions.
     trainable: str = "decoder"
-    #: "mse" (the paper's reconstruction loss) or "l1".
-    loss: str = "mse"
-    #: "adam", or "sgd" (with momentum 0.9).
-    optimizer: str = "adam"
     #: Share of training holes drawn as brush strokes, the rest rectangles (as the default model).
     freeform_fraction: float = 0.75
 
@@ -57,10 +53,6 @@ class AdaptSettings:
             raise ValueError("learning_rate must be > 0 and batch_size >= 1")
         if self.trainable not in ("all", "decoder"):
             raise ValueError(f"trainable must be 'all' or 'decoder', not {self.trainable!r}")
-        if self.optimizer not in ("adam", "sgd"):
-            raise ValueError(f"optimizer must be 'adam' or 'sgd', not {self.optimizer!r}")
-        if self.loss not in ("mse", "l1"):
-            raise ValueError(f"loss must be 'mse' or 'l1', not {self.loss!r}")
 
 
 @dataclass
@@ -127,11 +119,7 @@ def adapt(
         parameter.requires_grad_(False)
     for parameter in parameters:
         parameter.requires_grad_(True)
-    optimizer = (
-        torch.optim.Adam(parameters, lr=settings.learning_rate)
-        if settings.optimizer == "adam"
-        else torch.optim.SGD(parameters, lr=settings.learning_rate, momentum=0.9)
-    )
+    optimizer = torch.optim.Adam(parameters, lr=settings.learning_rate)
     rng = np.random.default_rng(seed)
     weights = np.array([r.selection.size for r in regions], dtype=np.float64)
     weights /= weights.sum()
@@ -157,7 +145,7 @@ def adapt(
         network_input = prepare_input(rgb, hole, mean).contiguous(memory_format=torch.channels_last)
         with model.precision.autocast(device):
             output = adapted(network_input).float()
-        loss = _hole_loss(output, rgb, target, settings.loss)
+        loss = _hole_mse(output, rgb, target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -257,11 +245,10 @@ def _sample(
     return region.rgb[:, window[0], window[1]], drawn | selection, target, (y, x)
 
 
-def _hole_loss(output: torch.Tensor, truth: torch.Tensor, target: torch.Tensor, kind: str):
-    """Mean error over target pixels (and channels) only."""
-    difference = output - truth
-    error = difference.pow(2) if kind == "mse" else difference.abs()
-    return (error * target).sum() / (target.sum() * output.shape[1]).clamp_min(1.0)
+def _hole_mse(output: torch.Tensor, truth: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The paper's reconstruction loss: squared error over target pixels (and channels) only."""
+    squared = (output - truth).pow(2) * target
+    return squared.sum() / (target.sum() * output.shape[1]).clamp_min(1.0)
 
 
 def _trainable_parameters(network: torch.nn.Module, which: str) -> list[torch.nn.Parameter]:

@@ -182,5 +182,5 @@ def test_bad_input_is_explained(image, mask, options, message) -> None:
 def test_bad_settings_are_refused() -> None:
     with pytest.raises(ValueError, match="trainable"):
         AdaptSettings(trainable="encoder")
-    with pytest.raises(ValueError, match="loss"):
-        AdaptSettings(loss="huber")
+    with pytest.raises(ValueError, match="learning_rate"):
+        AdaptSettings(learning_rate=0)
