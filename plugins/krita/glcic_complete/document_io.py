@@ -1,14 +1,19 @@
 """Reading a layer and writing the fill layer, in whatever colour space the document uses.
 
-The daemon works on 8-bit sRGB RGBA. An 8-bit sRGB RGBA layer is read as it is; any other depth,
-model or profile (16-bit integer, 16/32-bit float, grayscale, CMYK, wide-gamut profiles) is
+The daemon works on 8-bit sRGB RGBA. An 8-bit sRGB RGBA layer is read as it is, and so, but
+for its depth, is a 16-bit integer RGBA layer with the same sRGB profile: halving or doubling
+each channel's bytes needs no colour engine. Any other depth, model or profile (Krita's default
+16-bit profile, whose curve is linear; 16/32-bit float, grayscale, CMYK, wide-gamut profiles) is
 converted by Krita's own colour engine on a scratch document that holds a copy of just the
-region, and the fill is converted back to the document's colour space the same way. The user's
+region, and the fill is converted back to the document's colour space the same way. Creating and
+closing those scratch documents holds Krita's UI thread for 0.1-0.5 s each (Krita sets up colour
+transforms and registers the document's resources), which the 16-bit shortcut avoids. The user's
 document is only touched once, by adding the finished layer.
 """
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING
 
 from krita import Document, Krita, Node
@@ -38,6 +43,32 @@ def document_space(document: Document) -> ColorSpace:
 def is_daemon_space(space: ColorSpace) -> bool:
     model, depth, profile = space
     return model == "RGBA" and depth == "U8" and profile in _SRGB_PROFILES
+
+
+def is_srgb16(space: ColorSpace) -> bool:
+    """16-bit integer RGBA with the daemon's sRGB profile (not Krita's default 16-bit profile,
+    sRGB-elle-V2-g10.icc, whose curve is linear): only the depth differs, which needs no colour
+    engine (see narrow16 and widen8). Krita stores the channels in the machine's byte order,
+    read here as little-endian."""
+    model, depth, profile = space
+    return model == "RGBA" and depth == "U16" and profile in _SRGB_PROFILES and _LITTLE_ENDIAN
+
+
+_LITTLE_ENDIAN = sys.byteorder == "little"
+
+
+def narrow16(raw: bytes) -> bytes:
+    """16-bit channels to 8-bit: each value's high byte (v >> 8, within 1 of Krita's own
+    rounding, v / 257), at C speed. Only for what the daemon reads."""
+    return raw[1::2]
+
+
+def widen8(pixels: bytes) -> bytes:
+    """8-bit channels to 16-bit: v * 257 (v in both bytes), exactly as Krita converts them."""
+    out = bytearray(2 * len(pixels))
+    out[0::2] = pixels
+    out[1::2] = pixels
+    return bytes(out)
 
 
 def convert(
@@ -86,7 +117,9 @@ def read_rgba8(node: Node, rect: Rect) -> bytes:
     """The layer's pixels inside `rect` (image coordinates), as 8-bit sRGB RGBA."""
     raw = bytes(node.pixelData(rect.x, rect.y, rect.width, rect.height))
     space = node_space(node)
-    if not is_daemon_space(space):
+    if is_srgb16(space):
+        raw = narrow16(raw)
+    elif not is_daemon_space(space):
         raw = convert(raw, rect.width, rect.height, space, _DAEMON_SPACE)
     return swap_red_blue(raw)
 
@@ -98,7 +131,9 @@ def add_fill_layer(
     selection) as its opacity and nothing elsewhere; adding it is one undo step."""
     pixels = fill_layer_pixels(rgba, alpha, order="bgra")
     space = document_space(document)
-    if not is_daemon_space(space):
+    if is_srgb16(space):
+        pixels = widen8(pixels)
+    elif not is_daemon_space(space):
         pixels = convert(pixels, rect.width, rect.height, _DAEMON_SPACE, space)
     layer = document.createNode(name, "paintlayer")
     # Written before the layer joins the document, so the undo stack sees one "add layer".

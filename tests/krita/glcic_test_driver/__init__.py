@@ -29,7 +29,7 @@ import time
 import traceback
 
 from krita import Extension, Krita, Selection
-from PyQt5.QtCore import QTimer
+from PyQt5.QtCore import QObject, QTimer
 from PyQt5.QtWidgets import QApplication, QDialogButtonBox, QMessageBox, QPushButton
 
 ACTION = "glcic_content_aware_complete"
@@ -41,6 +41,8 @@ WIDTH, HEIGHT = 160, 120
 WAIT_MS = 120_000
 #: How long the UI is left to settle after a fill: Krita activated the new layer 0.2-0.6 s late.
 SETTLE_MS = 1500
+#: Krita's 8-bit default profile (its 16-bit integer default, sRGB-elle-V2-g10.icc, is linear).
+SRGB = "sRGB-elle-V2-srgbtrc.icc"
 #: How often an Until condition is looked at, from Krita's main event loop.
 POLL_MS = 20
 
@@ -123,6 +125,17 @@ class Driver:
         self.completion = glcic_complete.EXTENSION.completion
         self.elapsed = self.longest_stall = 0.0
         self.ui_ticks = 0
+        # How often the plugin converted pixels with Krita's colour engine (a scratch document)
+        from glcic_complete import document_io
+
+        self.engine_conversions = 0
+        convert = document_io.convert
+
+        def counted(*args):
+            self.engine_conversions += 1
+            return convert(*args)
+
+        document_io.convert = counted
 
     # -- waiting, always in Krita's main loop --
 
@@ -142,11 +155,13 @@ class Driver:
         ticks = [0]
         last = [time.perf_counter()]
         self.longest_stall = 0.0
+        self.stall_at = (last[0], last[0])  # when the longest gap began and ended
 
         def tick() -> None:
             ticks[0] += 1
             now = time.perf_counter()
-            self.longest_stall = max(self.longest_stall, now - last[0])
+            if now - last[0] > self.longest_stall:
+                self.longest_stall, self.stall_at = now - last[0], (last[0], now)
             last[0] = now
 
         ticker = QTimer()
@@ -154,7 +169,7 @@ class Driver:
         ticker.timeout.connect(tick)
         ticker.start()
         self.completion.finished.connect(outcome.append)
-        started = time.perf_counter()
+        started = self.started = time.perf_counter()
         try:
             Krita.instance().action(ACTION).trigger()
             if cancel and self.completion.dialog is not None:
@@ -164,8 +179,10 @@ class Driver:
             if not outcome:  # still running: the UI thread came back at once
                 yield Until(lambda: bool(outcome), WAIT_MS)
         finally:
-            self.elapsed = time.perf_counter() - started
-            self.longest_stall = max(self.longest_stall, time.perf_counter() - last[0])
+            now = time.perf_counter()
+            self.elapsed = now - started
+            if now - last[0] > self.longest_stall:
+                self.longest_stall, self.stall_at = now - last[0], (last[0], now)
             ticker.stop()
             self.completion.finished.disconnect(outcome.append)
         self.ui_ticks = ticks[0]
@@ -190,11 +207,13 @@ class Driver:
         view.setVisible()
         yield Until(lambda: Krita.instance().activeDocument() == doc, 5000)
 
-    def new_document(self, model: str, depth: str, name: str, group: bool = False):
+    def new_document(
+        self, model: str, depth: str, name: str, group: bool = False, profile: str = ""
+    ):
         """A document with layers Background, paint (the pattern, offset) and top, and with
         `group` a group layer above them, "paint" active; the generator's value is (document,
-        paint layer)."""
-        doc = Krita.instance().createDocument(WIDTH, HEIGHT, name, model, depth, "", 72.0)
+        paint layer). No `profile`: Krita's default for the model and depth."""
+        doc = Krita.instance().createDocument(WIDTH, HEIGHT, name, model, depth, profile, 72.0)
         if group:
             # Added before the document has a view: Krita 5.1 trips a SAFE ASSERT ("dummy",
             # kis_dummies_facade_base.cpp) when a script adds a group layer to a shown image.
@@ -349,15 +368,17 @@ class Driver:
         self.results["restart"] = entry
 
     def completion_scenario(
-        self, key: str, model: str, depth: str, feather: int, cancel: bool = False
+        self, key: str, model: str, depth: str, feather: int, cancel: bool = False, profile=""
     ):
-        doc, paint = yield from self.new_document(model, depth, key)
+        doc, paint = yield from self.new_document(model, depth, key, profile=profile)
         yield from self.select(doc, 50, 30, 48, 40, feather)
         before = bytes(paint.pixelData(-20, -20, WIDTH + 40, HEIGHT + 40))
         layers_before = record_layers(doc)
         yield from self.activate(doc, paint)
         active_before = active_name(doc)
+        conversions = self.engine_conversions
         outcome = yield from self.trigger(cancel)
+        conversions = self.engine_conversions - conversions
         yield from self.idle(doc)
         layers_after = record_layers(doc)
         entry = {
@@ -372,6 +393,7 @@ class Driver:
             "depth": depth,
             "profile": doc.colorProfile(),
             "active_before": active_before,
+            "engine_conversions": conversions,
         }
         fill = next((n for n in doc.rootNode().childNodes() if n.name() == FILL), None)
         if fill is not None:
@@ -515,6 +537,11 @@ class Driver:
             ("shortcut", self.shortcut_check),
             ("rgba8_rectangle", completion("rgba8_rectangle", "RGBA", "U8", 0)),
             ("rgba16_feathered", completion("rgba16_feathered", "RGBA", "U16", 8)),
+            # 16-bit with the 8-bit sRGB curve: converted without Krita's engine (document_io)
+            (
+                "rgba16_srgb_feathered",
+                completion("rgba16_srgb_feathered", "RGBA", "U16", 8, profile=SRGB),
+            ),
             ("rgbaf32_feathered", completion("rgbaf32_feathered", "RGBA", "F32", 5)),
             ("graya8_rectangle", completion("graya8_rectangle", "GRAYA", "U8", 0)),
             ("cancelled", completion("cancelled", "RGBA", "U8", 0, cancel=True)),
@@ -540,6 +567,82 @@ def tiled_pattern(depth: str, width: int, height: int) -> bytes:
     return b"".join(rows[y % 64] for y in range(height))
 
 
+class Tracer(QObject):
+    """Where the UI thread's time goes during one run (bench mode "bench-trace" only; it slows
+    the UI thread a little): the plugin's own Python calls and the Krita/Qt calls they make,
+    timed with a profile hook on the UI thread, and every event Qt delivers (its receiver's
+    class and the event type), from an application event filter."""
+
+    OURS = ("glcic_complete", "glcic_plugin_common")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.spans = []  # (name, depth, start, end)
+        self.events = []  # (time, receiver class, event type)
+        self._stack = []
+
+    def start(self) -> None:
+        QApplication.instance().installEventFilter(self)
+        sys.setprofile(self._profile)
+
+    def stop(self) -> None:
+        sys.setprofile(None)
+        QApplication.instance().removeEventFilter(self)
+
+    def eventFilter(self, receiver, event) -> bool:  # noqa: N802 (Qt's name)
+        try:
+            name = receiver.metaObject().className()
+        except Exception:  # a receiver half-destroyed
+            name = "?"
+        self.events.append((time.perf_counter(), name, int(event.type())))
+        return False
+
+    def _profile(self, frame, event, arg) -> None:
+        if not any(part in frame.f_code.co_filename for part in self.OURS):
+            return
+        if event == "call":
+            self._stack.append((frame.f_code.co_name, time.perf_counter()))
+        elif event == "c_call":
+            self._stack.append((getattr(arg, "__qualname__", repr(arg)), time.perf_counter()))
+        elif event in ("return", "c_return", "c_exception") and self._stack:
+            name, began = self._stack.pop()
+            self.spans.append((name, len(self._stack), began, time.perf_counter()))
+
+    def summary(self, started: float, stall: tuple) -> dict:
+        """The spans of 2 ms or more and the events around the longest stall, in milliseconds
+        from the trigger."""
+
+        def ms(moment: float) -> float:
+            return round((moment - started) * 1000, 1)
+
+        spans = [
+            [name, depth, ms(began), round((ended - began) * 1000, 1)]
+            for name, depth, began, ended in sorted(self.spans, key=lambda span: span[2])
+            if ended - began >= 0.002 or name == "Document.setActiveNode"
+        ]
+        silences = []  # stretches of 20 ms or more with no event, and the event before each
+        in_stall = []  # those of 5 ms or more inside the longest stall
+        for index in range(len(self.events) - 1):
+            (moment, name, kind), following = self.events[index], self.events[index + 1][0]
+            length = round((following - moment) * 1000, 1)
+            if following - moment >= 0.02:
+                silences.append([ms(moment), length, name, kind])
+            if following - moment >= 0.005 and stall[0] <= following and moment <= stall[1]:
+                in_stall.append([ms(moment), length, name, kind])
+        overlaps = []  # the plugin's top-level calls during the longest stall
+        for name, depth, began, ended in self.spans:
+            shared = min(ended, stall[1]) - max(began, stall[0])
+            if shared > 0.001 and depth <= 3:
+                overlaps.append([name, depth, ms(began), round(shared * 1000, 1)])
+        return {
+            "stall": [ms(stall[0]), ms(stall[1])],
+            "spans": spans,
+            "silences_in_stall": in_stall,
+            "calls_in_stall": overlaps,
+            "silences": sorted(silences, key=lambda item: -item[1])[:8],
+        }
+
+
 class Benchmark(Driver):
     """Times the plugin on large documents: trigger-to-layer wall time, the daemon's own time,
     and the longest the UI thread was kept from its event loop (a 5 ms timer's largest gap)."""
@@ -551,6 +654,21 @@ class Benchmark(Driver):
         ("U16", (4000, 3000), (1200, 1000, 1500, 1000)),
     )
 
+    def __init__(self, trace: bool = False) -> None:
+        super().__init__()
+        self.trace = trace
+        self.tracer = None
+
+    def trigger(self, cancel: bool = False, close=None):
+        if not self.trace:
+            return (yield from super().trigger(cancel, close))
+        self.tracer = Tracer()
+        self.tracer.start()
+        try:
+            return (yield from super().trigger(cancel, close))
+        finally:
+            self.tracer.stop()
+
     def scenarios(self, mode: str) -> list:
         self.results["bench"] = []
         return [
@@ -558,6 +676,36 @@ class Benchmark(Driver):
             for case in self.CASES
             for depth, _, (_, _, w, h) in [case]
         ]
+
+    def hide_progress(self) -> None:
+        """An experiment: the plugin's progress dialog never appears (nor, when it closes,
+        uncovers part of Krita's canvas, which Krita must then repaint)."""
+        completion = self.completion
+        original = type(completion)._show_progress
+
+        def show_progress() -> None:
+            original(completion)
+            completion.dialog.setMinimumDuration(10**8)
+
+        completion._show_progress = show_progress
+
+    def idle_stall(self, duration_ms: int):
+        """The longest gap of the same 5 ms timer while Krita shows the document and its
+        selection and nothing else happens: Krita's own baseline (seconds)."""
+        longest, last = [0.0], [time.perf_counter()]
+
+        def tick() -> None:
+            now = time.perf_counter()
+            longest[0] = max(longest[0], now - last[0])
+            last[0] = now
+
+        ticker = QTimer()
+        ticker.setInterval(5)
+        ticker.timeout.connect(tick)
+        ticker.start()
+        yield duration_ms
+        ticker.stop()
+        return max(longest[0], time.perf_counter() - last[0])
 
     def case(self, depth: str, size: tuple, box: tuple):
         (width, height), (x, y, w, h) = size, box
@@ -567,6 +715,8 @@ class Benchmark(Driver):
         paint.setPixelData(tiled_pattern(depth, width, height), 0, 0, width, height)
         yield from self.select(doc, x, y, w, h)
         yield from self.activate(doc, paint)
+        yield from self.idle(doc, SETTLE_MS)
+        idle = yield from self.idle_stall(1500)
         runs = []
         for _ in range(3):
             outcome = yield from self.trigger()
@@ -578,12 +728,21 @@ class Benchmark(Driver):
                     "longest_stall_s": self.longest_stall,
                 }
             )
+            if self.tracer is not None:
+                runs[-1]["trace"] = self.tracer.summary(self.started, self.stall_at)
             yield from self.idle(doc)
             yield from self.fill_settled()
             Krita.instance().action("edit_undo").trigger()
             yield from self.idle(doc)
         self.results["bench"].append(
-            {"depth": depth, "document": [width, height], "selection": [w, h], "runs": runs}
+            {
+                "depth": depth,
+                "document": [width, height],
+                "selection": [w, h],
+                "runs": runs,
+                "idle_stall_s": idle,
+                "space": [doc.colorModel(), doc.colorDepth(), doc.colorProfile()],
+            }
         )
         doc.setModified(False)
         yield from self.idle(doc, SETTLE_MS)  # nothing of Krita's own pending for it
@@ -669,7 +828,13 @@ class StepMachine:
 def drive() -> None:
     try:
         mode = os.environ.get("GLCIC_DRIVER_MODE", "test")
-        driver = Benchmark() if mode == "bench" else Driver()
+        # "bench-trace": the benchmark, also recording where the UI thread's time goes
+        bench = mode.startswith("bench")
+        driver = Benchmark(trace=mode.startswith("bench-trace")) if bench else Driver()
+        if mode == "bench-trace-unkept":  # an experiment: Krita's activation of the layer kept
+            driver.disable_keeper()
+        if mode == "bench-trace-nodialog":  # an experiment: the progress dialog never shows
+            driver.hide_progress()
         machine = StepMachine(driver, driver.scenarios(mode))
     except Exception:
         write_results({"error": traceback.format_exc()})
