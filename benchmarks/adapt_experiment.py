@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from glcic import complete, load_model, resolve_model
-from glcic.adapt import AdaptSettings, adapt
+from glcic.adaptation import AdaptSettings, adapt
 from glcic.image_io import read_image
 from glcic.training.metrics import hole_gradient, mean_l1, psnr
 from glcic.training.pairing import BIN_LABELS, find_images, find_masks, load_mask, pair_masks

@@ -4,6 +4,7 @@ The engine is a plain library: networks, model files and the completion pipeline
 (`glcic.daemon`) and training (`glcic.training`) are built on it.
 """
 
+from glcic.adaptation import AdaptSettings, adapt
 from glcic.errors import (
     CancelledError,
     GlcicError,
@@ -33,6 +34,7 @@ from glcic.pipeline import CompletionStats, complete
 __version__ = "0.1.0"
 
 __all__ = [
+    "AdaptSettings",
     "CancelledError",
     "CompletionModel",
     "CompletionNetwork",
@@ -47,6 +49,7 @@ __all__ = [
     "Provenance",
     "Torch7ImportError",
     "__version__",
+    "adapt",
     "complete",
     "load_model",
     "new_model",

@@ -9,7 +9,7 @@ from support.masks import rect_mask
 from support.models import make_tiny_model
 
 from glcic import CancelledError, InputError, complete
-from glcic.adapt import AdaptSettings, AdaptStats, _regions, _sample, adapt
+from glcic.adaptation import AdaptSettings, AdaptStats, _regions, _sample, adapt
 from glcic.training.metrics import mean_l1
 
 #: A small crop keeps a step cheap; the tiny model's holes scale down with it.
