@@ -25,8 +25,14 @@ from glcic.crops import CropPlan, find_hole_groups, plan_crop
 from glcic.errors import CancelledError, InputError
 from glcic.model_file import CompletionModel
 from glcic.networks import RECEPTIVE_FIELD_RADIUS, SIDE_MULTIPLE, prepare_input
-from glcic.pipeline import DEFAULT_MAX_WORKING_SIDE, ProgressCallback
+from glcic.pipeline import (
+    DEFAULT_MAX_WORKING_SIDE,
+    ProgressCallback,
+    _context_offsets,
+    _working_crop,
+)
 from glcic.training.holes import sample_hole
+from glcic.training.losses import hole_mse
 
 #: Below this many working pixels a side, a region has too little context to learn from.
 MIN_CROP_SIDE = 32
@@ -145,7 +151,7 @@ def adapt(
         network_input = prepare_input(rgb, hole, mean).contiguous(memory_format=torch.channels_last)
         with model.precision.autocast(device):
             output = adapted(network_input).float()
-        loss = _hole_mse(output, rgb, target)
+        loss = hole_mse(output, rgb, target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -187,22 +193,17 @@ def _regions(
 def _region(
     rgb: np.ndarray, selection: np.ndarray, plan: CropPlan, model: CompletionModel, margin: int
 ) -> _Region:
-    colour = rgb[plan.crop.slices]
-    hole = selection[plan.crop.slices]
-    if plan.scale < 1.0:
-        size = (plan.working_size[1], plan.working_size[0])
-        colour = cv2.resize(colour, size, interpolation=cv2.INTER_AREA)
-        hole = (cv2.resize(hole * 255, size, interpolation=cv2.INTER_AREA) > 0).view(np.uint8)
+    """The crop as the pipeline feeds it to the network (`_working_crop`, `_context_offsets`),
+    unpadded."""
+    height, width = plan.working_size
+    colour, hole = (a[:height, :width] for a in _working_crop(rgb, selection, plan))
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1, 2 * margin + 1))
     excluded = cv2.dilate(hole, kernel)
     tensor = torch.from_numpy(np.ascontiguousarray(colour.transpose(2, 0, 1))).float() / 255.0
     shift = model.metadata.context_shift
-    known = (hole == 0).view(np.uint8)
-    if shift and cv2.countNonZero(known):
-        # The pipeline moves the crop's known colours this way before the network runs.
-        known_mean = torch.tensor(cv2.mean(colour, mask=known)[:3], dtype=torch.float32) / 255.0
-        offset = shift * (torch.tensor(model.metadata.mean, dtype=torch.float32) - known_mean)
-        tensor = (tensor + offset.view(3, 1, 1)).clamp_(0.0, 1.0)
+    if shift:
+        offsets = _context_offsets([(colour, hole)], [plan], model.mean, shift)
+        tensor = (tensor + offsets[0].cpu()).clamp_(0.0, 1.0)
     return _Region(tensor, hole, excluded)
 
 
@@ -243,12 +244,6 @@ def _sample(
             break
     selection = region.selection[window]
     return region.rgb[:, window[0], window[1]], drawn | selection, target, (y, x)
-
-
-def _hole_mse(output: torch.Tensor, truth: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """The paper's reconstruction loss: squared error over target pixels (and channels) only."""
-    squared = (output - truth).pow(2) * target
-    return squared.sum() / (target.sum() * output.shape[1]).clamp_min(1.0)
 
 
 def _trainable_parameters(network: torch.nn.Module, which: str) -> list[torch.nn.Parameter]:

@@ -59,6 +59,7 @@ from glcic.training.live_eval import (
     score,
     split_holdout,
 )
+from glcic.training.losses import hole_mse
 from glcic.training.plot import write_plot
 from glcic.training.progress import PhaseSpeeds, Progress, duration
 from glcic.training.reporting import PROGRESS_LINE, MetricsWriter, elapsed_from_metrics
@@ -97,15 +98,6 @@ def distributed_from_env() -> Distributed:
     return Distributed(
         int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", os.environ["RANK"]))
     )
-
-
-def hole_mse(output: torch.Tensor, target: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
-    """Squared error averaged over hole pixels (and channels) only, as the paper's weighted MSE.
-
-    Averaging over all pixels instead would shrink the loss by the hole's share of the image.
-    """
-    squared = (output - target).pow(2) * hole
-    return squared.sum() / (hole.sum() * output.shape[1]).clamp_min(1.0)
 
 
 def crop_patches(images: torch.Tensor, corners: torch.Tensor, size: int) -> torch.Tensor:
