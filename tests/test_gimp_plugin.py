@@ -28,7 +28,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from support.daemon import save_tiny, tiny_daemon
-from support.hosts import driver_results, require_host, virtual_display
+from support.hosts import (
+    debian13_root,
+    driver_results,
+    require_host,
+    root_env,
+    root_namespace,
+    virtual_display,
+)
 from support.models import make_tiny_model
 
 from glcic import complete
@@ -38,7 +45,6 @@ from glcic.daemon.plugin_install import python_can_import
 REPO = Path(__file__).resolve().parents[1]
 DRIVER = Path(__file__).parent / "gimp" / "drive.py"
 RUNNER = Path(__file__).parent / "gimp" / "run_in_root.sh"
-DEFAULT_ROOT = Path("/var/cache/glcic/gimp3-root")
 #: Where the test's folder appears inside the root (the runner mounts a tmpfs on its /tmp).
 INSIDE = "/tmp/glcic-test"
 GIMP_TIMEOUT_S = 150
@@ -67,31 +73,14 @@ PROBE_RESULTS = "probe.json"
 # -- running GIMP 3 in its root folder -------------------------------------------------------
 
 
-def gimp_root() -> Path:
-    return Path(os.environ.get("GLCIC_GIMP_ROOT") or DEFAULT_ROOT)
-
-
-def _namespace() -> list[str]:
-    """A private mount namespace; without root, in a user namespace where we are root."""
-    command = ["unshare", "--mount", "--propagation", "private"]
-    if os.geteuid() != 0:
-        command += ["--user", "--map-root-user"]
-    return command
-
-
-def _host_env() -> dict[str, str]:
-    path = os.environ.get("PATH", "/usr/bin:/bin")
-    return {**os.environ, "PATH": f"{path}:/usr/sbin:/sbin"}  # chroot lives in sbin
-
-
 def gimp_available(root: Path) -> bool:
     if not (root / ".glcic-ready").is_file() or not (root / "usr/bin/gimp-console-3.0").exists():
         return False
     if shutil.which("unshare") is None:
         return False
     probe = subprocess.run(
-        [*_namespace(), "chroot", str(root), "/bin/true"],
-        capture_output=True, env=_host_env(), timeout=60, check=False,
+        [*root_namespace(), "chroot", str(root), "/bin/true"],
+        capture_output=True, env=root_env(), timeout=60, check=False,
     )  # fmt: skip
     return probe.returncode == 0
 
@@ -114,8 +103,8 @@ def run_gimp(
     ]  # fmt: skip
     try:
         run = subprocess.run(
-            [*_namespace(), "bash", str(RUNNER), str(root), str(work), INSIDE, *inside],
-            capture_output=True, text=True, env=_host_env(), timeout=GIMP_TIMEOUT_S + 60,
+            [*root_namespace(), "bash", str(RUNNER), str(root), str(work), INSIDE, *inside],
+            capture_output=True, text=True, env=root_env(), timeout=GIMP_TIMEOUT_S + 60,
         )  # fmt: skip
         output = run.stdout + run.stderr
     except subprocess.TimeoutExpired as expired:
@@ -136,7 +125,7 @@ def install_plugin(plugins: Path, home: Path) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def gimp(tmp_path_factory) -> dict:
     """Install the plug-in for a fresh GIMP user, run GIMP with a daemon, then without one."""
-    root = gimp_root()
+    root = debian13_root()
     require_host(
         gimp_available(root),
         f"GIMP 3 (the root folder .ci/gimp3-root.sh builds, here {root}, entered with unshare)",
