@@ -24,7 +24,13 @@ import torch
 from glcic.crops import CropPlan, find_hole_groups, plan_crop
 from glcic.errors import CancelledError, InputError
 from glcic.model_file import CompletionModel
-from glcic.networks import RECEPTIVE_FIELD_RADIUS, SIDE_MULTIPLE, prepare_input
+from glcic.networks import (
+    RECEPTIVE_FIELD_RADIUS,
+    SIDE_MULTIPLE,
+    TRAINABLE_PARTS,
+    prepare_input,
+    trainable_parameters,
+)
 from glcic.pipeline import (
     DEFAULT_MAX_WORKING_SIDE,
     ProgressCallback,
@@ -57,7 +63,7 @@ class AdaptSettings:
     def __post_init__(self) -> None:
         if self.learning_rate <= 0 or self.batch_size < 1:
             raise ValueError("learning_rate must be > 0 and batch_size >= 1")
-        if self.trainable not in ("all", "decoder"):
+        if self.trainable not in TRAINABLE_PARTS:
             raise ValueError(f"trainable must be 'all' or 'decoder', not {self.trainable!r}")
 
 
@@ -120,7 +126,7 @@ def adapt(
         notify("adapting", 1.0)
         return result
 
-    parameters = _trainable_parameters(adapted, settings.trainable)
+    parameters = trainable_parameters(adapted, settings.trainable)
     for parameter in adapted.parameters():
         parameter.requires_grad_(False)
     for parameter in parameters:
@@ -244,17 +250,3 @@ def _sample(
             break
     selection = region.selection[window]
     return region.rgb[:, window[0], window[1]], drawn | selection, target, (y, x)
-
-
-def _trainable_parameters(network: torch.nn.Module, which: str) -> list[torch.nn.Parameter]:
-    """Every parameter, or those of the layers after the last dilated convolution."""
-    parameters = list(network.parameters())
-    if which == "all":
-        return parameters
-    layers = list(network.layers)
-    last_dilated = max(
-        index
-        for index, layer in enumerate(layers)
-        if isinstance(layer, torch.nn.Conv2d) and layer.dilation != (1, 1)
-    )
-    return [p for layer in layers[last_dilated + 1 :] for p in layer.parameters()]

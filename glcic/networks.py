@@ -129,6 +129,32 @@ class CompletionNetwork(nn.Module):
         return self.layers(x)
 
 
+#: What `trainable_parameters` can select: every layer, or the decoder only.
+TRAINABLE_PARTS = ("all", "decoder")
+
+
+def trainable_parameters(network: CompletionNetwork, part: str) -> list[nn.Parameter]:
+    """Every parameter (`all`), or those of the layers after the last dilated convolution.
+
+    The decoder alone is what short fine-tuning should move: measured on this network (docs/
+    adapt.md), training every layer with a small budget first makes the fills worse, while the
+    decoder learns a domain's textures and colours without disturbing the encoder's context.
+    """
+    if part not in TRAINABLE_PARTS:
+        choices = ", ".join(TRAINABLE_PARTS)
+        raise ValueError(f"trainable part must be one of {choices}, not {part!r}")
+    parameters = list(network.parameters())
+    if part == "all":
+        return parameters
+    layers = list(network.layers)
+    last_dilated = max(
+        index
+        for index, layer in enumerate(layers)
+        if isinstance(layer, nn.Conv2d) and layer.dilation != (1, 1)
+    )
+    return [p for layer in layers[last_dilated + 1 :] for p in layer.parameters()]
+
+
 class FusedCompletionNetwork(nn.Module):
     """An inference-only copy of a completion network with each BatchNorm folded into its conv.
 

@@ -16,7 +16,7 @@ from PIL import Image
 from support.data import shared_data
 
 from glcic import load_model
-from glcic.networks import prepare_input
+from glcic.networks import CompletionNetwork, prepare_input, trainable_parameters
 from glcic.training.checkpoint import list_checkpoints, load_checkpoint, load_latest_checkpoint
 from glcic.training.cli import main
 from glcic.training.config import PRESETS, ConfigError, TrainConfig, build_config
@@ -516,3 +516,50 @@ def test_resume_refuses_changes_that_break_the_run(tmp_path: Path, data_dir: Pat
     assert "cannot change width" in err and "batch_size" in err and "Traceback" not in err
     assert (run / "config.json").read_text() == before
     assert main(["--out", str(run), "--resume", "--total-steps", "9", "--stop-at", "3"]) == 0
+
+
+def test_decoder_only_adam_trains_the_decoder_and_leaves_the_encoder(tmp_path, data_dir) -> None:
+    """`trainable = decoder` moves only the layers after the last dilated convolution (their
+    BatchNorm statistics aside), with Adam's state for exactly those; resume continues it."""
+    run = tmp_path / "run"
+    flags = ["--optimizer", "adam", "--lr", "1e-3", "--trainable", "decoder"]
+    base = ["--data", str(data_dir), "--out", str(run), *TINY, *flags]
+    assert main([*base, "--stop-at", "2"]) == 0
+    first = load_latest_checkpoint(run)
+    assert main(["--out", str(run), "--resume", "--stop-at", "3"]) == 0
+    later = load_latest_checkpoint(run)
+
+    network = CompletionNetwork(0.0625)
+    decoder = {id(p) for p in trainable_parameters(network, "decoder")}
+    names = {name for name, p in network.named_parameters() if id(p) in decoder}
+    assert names and len(names) < len(dict(network.named_parameters()))
+    for name, _ in network.named_parameters():
+        moved = not torch.equal(first["completion"][name], later["completion"][name])
+        assert moved == (name in names), name
+    completion_state = later["optimizer_completion"]
+    assert [len(g["params"]) for g in completion_state["param_groups"]] == [len(names)]
+    assert {"exp_avg", "exp_avg_sq"} <= set(completion_state["state"][0])
+    assert [g["lr"] for g in completion_state["param_groups"]] == [1e-3]
+    assert "betas" in later["optimizer_discriminator"]["param_groups"][0]  # Adam's, too
+
+
+def test_decoder_only_backward_skips_the_frozen_layers(tmp_path, data_dir) -> None:
+    config = build_config("tiny-test", None, {"trainable": "decoder", "optimizer": "adam"})
+    trainer = Trainer(config, [data_dir], tmp_path / "run")
+    trainer.train_step(next(iter(trainer._loader())))
+    trained = {id(p) for p in trainable_parameters(trainer.completion, "decoder")}
+    for parameter in trainer.completion.parameters():
+        assert (parameter.grad is not None) == (id(parameter) in trained)
+
+
+def test_optimizer_and_trainable_are_checked_and_frozen_on_resume(tmp_path, data_dir, capsys):
+    for bad in ({"optimizer": "sgd"}, {"trainable": "encoder"}):
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            build_config(overrides=bad)
+    run = tmp_path / "run"
+    assert main(["--data", str(data_dir), "--out", str(run), *TINY, "--stop-at", "2"]) == 0
+    assert main(["--out", str(run), "--resume", "--optimizer", "adam"]) == 2
+    assert main(["--out", str(run), "--resume", "--trainable", "decoder"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot change optimizer" in err and "cannot change trainable" in err
+    assert "Traceback" not in err

@@ -186,10 +186,12 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-#: Fields a resumed run cannot change: they shape the networks or the data stream it continues.
+#: Fields a resumed run cannot change: they shape the networks, the data stream it continues or
+#: the optimizer state it restores.
 FROZEN_ON_RESUME = (
     "width", "image_size", "local_size", "batch_size", "seed", "rescale_min", "rescale_max",
-    "hole_min", "hole_max", "freeform_fraction", "edge_hole_fraction", "flip",
+    "hole_min", "hole_max", "freeform_fraction", "edge_hole_fraction", "flip", "optimizer",
+    "trainable",
 )  # fmt: skip
 
 

@@ -19,7 +19,11 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 from glcic.errors import GlcicError
+from glcic.networks import TRAINABLE_PARTS
 from glcic.precision import PRECISIONS
+
+#: The optimizers a run may use, for both the completion network and the discriminators.
+OPTIMIZERS = ("adadelta", "adam")
 
 
 class ConfigError(GlcicError):
@@ -51,7 +55,15 @@ class TrainConfig:
     total_steps: int = 500_000
     batch_size: int = 96
     alpha: float = 0.0004  # weight of the GAN loss in the joint loss
-    lr: float = 1.0  # ADADELTA's learning rate (its default)
+    lr: float = 1.0  # the optimizer's learning rate (1.0 is ADADELTA's default)
+    # adadelta (the paper's) or adam. Adam at a small rate (1e-4) is what moves a trained model
+    # within a few hundred steps; Adadelta's steps start near zero and grow as its accumulators
+    # fill, so a short fine-tune barely moves (training/config.py's finetune preset).
+    optimizer: str = "adadelta"
+    # Which of the completion network's layers train: all, or decoder (the layers after the
+    # last dilated convolution; glcic.networks.trainable_parameters). The discriminators always
+    # train whole.
+    trainable: str = "all"
     # Step decay of the completion network's rate: from lr_drop_step on it trains at
     # lr * lr_drop_factor (0: never). Once the reconstruction loss plateaus at a constant rate,
     # a tenfold drop lowers it again; the discriminators start fresh later and keep `lr`.
@@ -100,6 +112,10 @@ class TrainConfig:
             problems.append("total_steps must cover completion_steps + discriminator_steps")
         if self.lr <= 0:
             problems.append("lr must be positive")
+        if self.optimizer not in OPTIMIZERS:
+            problems.append(f"optimizer must be one of {', '.join(OPTIMIZERS)}")
+        if self.trainable not in TRAINABLE_PARTS:
+            problems.append(f"trainable must be one of {', '.join(TRAINABLE_PARTS)}")
         if self.lr_drop_step < 0 or not 0 < self.lr_drop_factor <= 1:
             problems.append("need lr_drop_step >= 0 and lr_drop_factor in (0, 1]")
         if self.batch_size < 1:

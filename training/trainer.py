@@ -36,7 +36,12 @@ from glcic.atomic import atomic_write_bytes
 from glcic.errors import GlcicError
 from glcic.image_io import read_image, read_mask
 from glcic.model_file import CompletionModel
-from glcic.networks import CompletionNetwork, ContextDiscriminator, prepare_input
+from glcic.networks import (
+    CompletionNetwork,
+    ContextDiscriminator,
+    prepare_input,
+    trainable_parameters,
+)
 from glcic.precision import resolve_precision
 from glcic.training.checkpoint import (
     restore_rng_state,
@@ -110,6 +115,13 @@ def crop_patches(images: torch.Tensor, corners: torch.Tensor, size: int) -> torc
     )
 
 
+def make_optimizer(name: str, parameters: list[nn.Parameter], lr: float) -> torch.optim.Optimizer:
+    """The config's optimizer (`OPTIMIZERS`) over `parameters`."""
+    if name == "adam":
+        return torch.optim.Adam(parameters, lr=lr)
+    return torch.optim.Adadelta(parameters, lr=lr)
+
+
 class Trainer:
     """Owns the networks, optimizers, data stream and run directory of one training run."""
 
@@ -162,8 +174,18 @@ class Trainer:
         # channels_last: faster convolutions on GPUs and, measured here, on CPUs too (+46 %).
         self.completion.to(memory_format=torch.channels_last)
         self.discriminator.to(memory_format=torch.channels_last)
-        self.optimizer_c = torch.optim.Adadelta(self.completion.parameters(), lr=config.lr)
-        self.optimizer_d = torch.optim.Adadelta(self.discriminator.parameters(), lr=config.lr)
+        trained = trainable_parameters(self.completion, config.trainable)
+        if config.trainable != "all":
+            # Frozen layers need no gradient: backpropagation then stops at the first trained
+            # layer, which is most of a decoder-only step's saving. Their BatchNorm layers still
+            # follow the data's statistics, as in any training step.
+            self.completion.requires_grad_(False)
+            for parameter in trained:
+                parameter.requires_grad_(True)
+        self.optimizer_c = make_optimizer(config.optimizer, trained, config.lr)
+        self.optimizer_d = make_optimizer(
+            config.optimizer, list(self.discriminator.parameters()), config.lr
+        )
         self.step = 0
         self.init_source = ""
         self.init_origin = ""
