@@ -17,7 +17,12 @@ class / QEvent type) it was busy with, and which of those fell inside the longes
 hooks slow the UI thread a little. GLCIC_BENCH_EXPERIMENT=unkept (Krita's activation of the new
 layer left alone) or nodialog (no progress dialog) runs the traced benchmark as an experiment.
 
+--canvas qpainter runs Krita without its OpenGL canvas (under Xvfb that is Mesa's software
+OpenGL, whose repaints of the whole canvas dominate Krita's own stalls), separating Krita's
+repaint cost from the plugin's.
+
     python benchmarks/krita_plugin_speed.py [--model FILE] [--host krita-5.1|krita-5.2] [--trace]
+        [--canvas opengl|qpainter]
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from support.daemon import Daemon, save_tiny
-from support.krita_harness import HOSTS, run_driver
+from support.krita_harness import CANVASES, HOSTS, run_driver
 
 
 def main() -> int:
@@ -45,6 +50,10 @@ def main() -> int:
                         help="also show where the UI thread's time went in each run (the "
                         "plugin's calls, Qt's events during the longest stall); slows the "
                         "UI thread a little")  # fmt: skip
+    parser.add_argument("--canvas", choices=CANVASES, default="opengl",
+                        help="Krita's canvas renderer (default: opengl, Krita's own default; "
+                        "Mesa's software OpenGL under Xvfb); qpainter switches OpenGL off "
+                        "(OpenGLRenderer=none in kritadisplayrc)")  # fmt: skip
     args = parser.parse_args()
     host = HOSTS[args.host]
     if not host.available():
@@ -67,7 +76,7 @@ def main() -> int:
             if os.environ.get("GLCIC_BENCH_EXPERIMENT"):  # unkept, nodialog (see the driver)
                 mode = "bench-trace-" + os.environ["GLCIC_BENCH_EXPERIMENT"]
                 args.trace = True
-            results = run_driver(root, glcic_home, mode=mode, host=host)
+            results = run_driver(root, glcic_home, mode=mode, host=host, canvas=args.canvas)
         finally:
             daemon.stop()
     if args.trace:

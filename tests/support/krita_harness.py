@@ -110,14 +110,44 @@ def install_plugin(env: dict[str, str], pykrita: Path) -> None:
         raise RuntimeError(f"install-plugin failed: {install.stderr}")
 
 
+#: Krita's canvas renderers: "opengl" is Krita's default (under Xvfb Mesa's software OpenGL),
+#: "qpainter" its canvas without OpenGL. Krita reads the choice at start-up from the key
+#: OpenGLRenderer in ~/.config/kritadisplayrc (not kritarc); "none" switches OpenGL off.
+CANVASES = ("opengl", "qpainter")
+
+
+def set_canvas(home: Path, canvas: str) -> None:
+    """Choose Krita's canvas renderer for the user whose home is `home` (see CANVASES)."""
+    if canvas not in CANVASES:
+        raise ValueError(f"unknown canvas {canvas!r}, not one of {CANVASES}")
+    display_rc = home / ".config" / "kritadisplayrc"
+    if canvas == "opengl" and not display_rc.exists():
+        return  # Krita's default already
+    lines = display_rc.read_text().splitlines() if display_rc.exists() else []
+    lines = [line for line in lines if not line.startswith("OpenGLRenderer=")]
+    if canvas == "qpainter":
+        # Before any [section]: QSettings' IniFormat reads such keys as top-level ones.
+        lines.insert(0, "OpenGLRenderer=none")
+    display_rc.parent.mkdir(parents=True, exist_ok=True)
+    display_rc.write_text("\n".join(lines) + "\n" if lines else "")
+
+
 def run_driver(
-    root: Path, glcic_home: Path, mode: str = "test", host: KritaHost | None = None
+    root: Path,
+    glcic_home: Path,
+    mode: str = "test",
+    host: KritaHost | None = None,
+    canvas: str | None = None,
 ) -> dict:
     """Run Krita once with the driver in `mode` ("test", "restart" or "bench"); returns its
     results. `root` holds the user's home, which a later run in the same `root` reuses (its
-    kritarc included), as a restarted Krita would. `glcic_home` must lie inside `root`."""
+    kritarc included), as a restarted Krita would. `glcic_home` must lie inside `root`.
+    `canvas` ("opengl" or "qpainter", see CANVASES) sets Krita's canvas renderer first; None
+    leaves the user's setting as it is (Krita's default for a new user: OpenGL)."""
     host = host or HOSTS["krita-5.1"]
     home = root / "home"
+    if canvas is not None:
+        set_canvas(home, canvas)
     pykrita = home / ".local" / "share" / "krita" / "pykrita"
     install_plugin(host_env(home, glcic_home), pykrita)
     shutil.copytree(DRIVER / "glcic_test_driver", pykrita / "glcic_test_driver",
