@@ -29,7 +29,7 @@ from glcic.networks import (
     SIDE_MULTIPLE,
     TRAINABLE_PARTS,
     prepare_input,
-    trainable_parameters,
+    train_only,
 )
 from glcic.pipeline import (
     DEFAULT_MAX_WORKING_SIDE,
@@ -126,11 +126,7 @@ def adapt(
         notify("adapting", 1.0)
         return result
 
-    parameters = trainable_parameters(adapted, settings.trainable)
-    for parameter in adapted.parameters():
-        parameter.requires_grad_(False)
-    for parameter in parameters:
-        parameter.requires_grad_(True)
+    parameters = train_only(adapted, settings.trainable)
     optimizer = torch.optim.Adam(parameters, lr=settings.learning_rate)
     rng = np.random.default_rng(seed)
     weights = np.array([r.selection.size for r in regions], dtype=np.float64)

@@ -155,6 +155,20 @@ def trainable_parameters(network: CompletionNetwork, part: str) -> list[nn.Param
     return [p for layer in layers[last_dilated + 1 :] for p in layer.parameters()]
 
 
+def train_only(network: CompletionNetwork, part: str) -> list[nn.Parameter]:
+    """Freeze every parameter outside `part` (see `trainable_parameters`) and return the rest.
+
+    Frozen layers get no gradient, so backpropagation stops at the first trained layer: most of
+    a decoder-only step's saving. BatchNorm layers still follow the data's statistics in train
+    mode, frozen or not.
+    """
+    trained = trainable_parameters(network, part)
+    network.requires_grad_(False)
+    for parameter in trained:
+        parameter.requires_grad_(True)
+    return trained
+
+
 class FusedCompletionNetwork(nn.Module):
     """An inference-only copy of a completion network with each BatchNorm folded into its conv.
 

@@ -58,7 +58,7 @@ class TrainConfig:
     lr: float = 1.0  # the optimizer's learning rate (1.0 is ADADELTA's default)
     # adadelta (the paper's) or adam. Adam at a small rate (1e-4) is what moves a trained model
     # within a few hundred steps; Adadelta's steps start near zero and grow as its accumulators
-    # fill, so a short fine-tune barely moves (training/config.py's finetune preset).
+    # fill, so a short fine-tune barely moves (the finetune preset below).
     optimizer: str = "adadelta"
     # Which of the completion network's layers train: all, or decoder (the layers after the
     # last dilated convolution; glcic.networks.trainable_parameters). The discriminators always

@@ -40,7 +40,7 @@ from glcic.networks import (
     CompletionNetwork,
     ContextDiscriminator,
     prepare_input,
-    trainable_parameters,
+    train_only,
 )
 from glcic.precision import resolve_precision
 from glcic.training.checkpoint import (
@@ -174,14 +174,7 @@ class Trainer:
         # channels_last: faster convolutions on GPUs and, measured here, on CPUs too (+46 %).
         self.completion.to(memory_format=torch.channels_last)
         self.discriminator.to(memory_format=torch.channels_last)
-        trained = trainable_parameters(self.completion, config.trainable)
-        if config.trainable != "all":
-            # Frozen layers need no gradient: backpropagation then stops at the first trained
-            # layer, which is most of a decoder-only step's saving. Their BatchNorm layers still
-            # follow the data's statistics, as in any training step.
-            self.completion.requires_grad_(False)
-            for parameter in trained:
-                parameter.requires_grad_(True)
+        trained = train_only(self.completion, config.trainable)
         self.optimizer_c = make_optimizer(config.optimizer, trained, config.lr)
         self.optimizer_d = make_optimizer(
             config.optimizer, list(self.discriminator.parameters()), config.lr
