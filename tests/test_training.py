@@ -22,6 +22,7 @@ from glcic.training.cli import main
 from glcic.training.config import PRESETS, ConfigError, TrainConfig, build_config
 from glcic.training.data import EpochStream
 from glcic.training.holes import freeform_hole, rectangle_hole, sample_hole
+from glcic.training.losses import hole_l1
 from glcic.training.trainer import Trainer, hole_mse
 
 TINY = ["--preset", "tiny-test"]
@@ -104,6 +105,17 @@ def test_hole_mse_averages_over_hole_pixels_only() -> None:
     large[..., :6, :6] = 1
     assert hole_mse(output, target, small) == pytest.approx(0.25)
     assert hole_mse(output, target, large) == pytest.approx(0.25)
+
+
+def test_hole_l1_averages_absolute_error_over_hole_pixels_only() -> None:
+    target = torch.zeros(1, 3, 8, 8)
+    output = torch.full((1, 3, 8, 8), -0.5)
+    output[..., 6:, 6:] = 9.0  # outside both holes: must not count
+    small, large = torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 8, 8)
+    small[..., :2, :2] = 1
+    large[..., :6, :6] = 1
+    assert hole_l1(output, target, small) == pytest.approx(0.5)
+    assert hole_l1(output, target, large) == pytest.approx(0.5)
 
 
 def test_epoch_stream_shards_ranks_and_resumes_mid_stream() -> None:
@@ -563,3 +575,22 @@ def test_optimizer_and_trainable_are_checked_and_frozen_on_resume(tmp_path, data
     err = capsys.readouterr().err
     assert "cannot change optimizer" in err and "cannot change trainable" in err
     assert "Traceback" not in err
+
+
+def test_reconstruction_loss_l1_is_what_trains_and_the_log_keeps_mse(tmp_path, data_dir) -> None:
+    with pytest.raises(ConfigError, match="reconstruction_loss must be one of mse, l1"):
+        build_config(overrides={"reconstruction_loss": "huber"})
+    config = build_config("tiny-test", None, {"reconstruction_loss": "l1"})
+    trainer = Trainer(config, [data_dir], tmp_path / "run")
+    reference = Trainer(config, [data_dir], tmp_path / "reference")  # same seed, same weights
+    batch = next(iter(trainer._loader()))
+    images, masks, _, _ = reference._to_device(batch)
+    output = reference.completion(prepare_input(images, masks, reference.mean_tensor))
+    hole_l1(output, images, masks).backward()
+    losses = trainer.train_step(batch)
+    assert trainer.config.phase_at(0) == "completion"
+    assert losses["loss_mse"].item() == pytest.approx(hole_mse(output, images, masks).item())
+    for trained, expected in zip(
+        trainer.completion.parameters(), reference.completion.parameters(), strict=True
+    ):
+        assert torch.allclose(trained.grad, expected.grad, atol=1e-6)  # the L1 gradient

@@ -21,6 +21,7 @@ else:  # pragma: no cover - Python 3.10
 from glcic.errors import GlcicError
 from glcic.networks import TRAINABLE_PARTS
 from glcic.precision import PRECISIONS
+from glcic.training.losses import RECONSTRUCTION_LOSSES
 
 #: The optimizers a run may use, for both the completion network and the discriminators.
 OPTIMIZERS = ("adadelta", "adam")
@@ -64,6 +65,10 @@ class TrainConfig:
     # last dilated convolution; glcic.networks.trainable_parameters). The discriminators always
     # train whole.
     trainable: str = "all"
+    # The completion network's reconstruction loss over the hole: mse (the paper's) or l1
+    # (glcic.training.losses). The log's loss_mse stays the hole MSE either way, so runs compare.
+    # alpha weighs the GAN loss against whichever is chosen.
+    reconstruction_loss: str = "mse"
     # Step decay of the completion network's rate: from lr_drop_step on it trains at
     # lr * lr_drop_factor (0: never). Once the reconstruction loss plateaus at a constant rate,
     # a tenfold drop lowers it again; the discriminators start fresh later and keep `lr`.
@@ -114,6 +119,10 @@ class TrainConfig:
             problems.append("lr must be positive")
         if self.optimizer not in OPTIMIZERS:
             problems.append(f"optimizer must be one of {', '.join(OPTIMIZERS)}")
+        if self.reconstruction_loss not in RECONSTRUCTION_LOSSES:
+            problems.append(
+                f"reconstruction_loss must be one of {', '.join(RECONSTRUCTION_LOSSES)}"
+            )
         if self.trainable not in TRAINABLE_PARTS:
             problems.append(f"trainable must be one of {', '.join(TRAINABLE_PARTS)}")
         if self.lr_drop_step < 0 or not 0 < self.lr_drop_factor <= 1:

@@ -1,6 +1,8 @@
-"""The reconstruction loss, shared by training and by adapting a model to one image."""
+"""The reconstruction losses, shared by training and by adapting a model to one image."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 
@@ -12,3 +14,24 @@ def hole_mse(output: torch.Tensor, target: torch.Tensor, hole: torch.Tensor) -> 
     """
     squared = (output - target).pow(2) * hole
     return squared.sum() / (hole.sum() * output.shape[1]).clamp_min(1.0)
+
+
+def hole_l1(output: torch.Tensor, target: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
+    """Absolute error averaged over hole pixels (and channels) only.
+
+    Its minimiser is the per-pixel median rather than the mean, and a pixel already close to the
+    truth still gets a full-sized gradient; fine-tuning with it lowers the hole's L1 and raises
+    its PSNR on held-out photos further than hole MSE does in the same steps (see the finetune
+    preset in glcic.training.config).
+    """
+    absolute = (output - target).abs() * hole
+    return absolute.sum() / (hole.sum() * output.shape[1]).clamp_min(1.0)
+
+
+#: Reconstruction losses by config name (`TrainConfig.reconstruction_loss`).
+RECONSTRUCTION_LOSSES: dict[
+    str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+] = {
+    "mse": hole_mse,
+    "l1": hole_l1,
+}

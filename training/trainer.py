@@ -64,7 +64,7 @@ from glcic.training.live_eval import (
     score,
     split_holdout,
 )
-from glcic.training.losses import hole_mse
+from glcic.training.losses import RECONSTRUCTION_LOSSES, hole_mse
 from glcic.training.plot import write_plot
 from glcic.training.progress import PhaseSpeeds, Progress, duration
 from glcic.training.reporting import PROGRESS_LINE, MetricsWriter, elapsed_from_metrics
@@ -395,19 +395,24 @@ class Trainer:
         with self._autocast():
             output = self.completion_ddp(network_input).float()
         completed = images * (1 - masks) + output * masks
-        mse = hole_mse(output, images, masks)
-        loss = mse
+        reconstruction = RECONSTRUCTION_LOSSES[self.config.reconstruction_loss]
+        loss = reconstruction(output, images, masks)
+        if reconstruction is hole_mse:
+            mse = loss.detach()
+        else:
+            with torch.no_grad():
+                mse = hole_mse(output, images, masks)
         if phase == "joint":
             losses["loss_d"] = self._discriminator_step(images, completed, hole_box, real_box)
             adversarial = self._adversarial_loss(completed, hole_box)
-            loss = mse + self.config.alpha * adversarial
+            loss = loss + self.config.alpha * adversarial
             losses["loss_adv"] = adversarial.detach()
         for group in self.optimizer_c.param_groups:
             group["lr"] = self.config.completion_lr_at(self.step)
         self.optimizer_c.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer_c.step()
-        losses["loss_mse"] = mse.detach()
+        losses["loss_mse"] = mse
         return losses
 
     # -- loop ------------------------------------------------------------------------------
