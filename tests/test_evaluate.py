@@ -234,6 +234,25 @@ def test_end_to_end_with_model_and_baselines(dataset, tiny_model_file, tmp_path,
     assert montage.height > 6 * eval_report.MONTAGE_CELL_HEIGHT
 
 
+def test_blend_none_scores_the_network_pixels_and_is_recorded(
+    dataset, tiny_model_file, tmp_path, capsys
+) -> None:
+    images, masks = dataset
+    argv = ["--images", str(images), "--masks", str(masks), "--model", str(tiny_model_file)]
+    documents = {}
+    for blend in ("poisson", "none"):
+        out = tmp_path / blend
+        assert eval_cli.main([*argv, "--blend", blend, "--out", str(out)]) == 0
+        documents[blend] = json.loads((out / "results.json").read_text())
+        assert documents[blend]["arguments"]["blend"] == blend
+    raw, blended = (documents[b]["summary"]["tiny"]["all"]["l1"] for b in ("none", "poisson"))
+    assert raw != pytest.approx(blended, rel=1e-3)
+    with pytest.raises(SystemExit) as exited:  # argparse's own usage error
+        eval_cli.main([*argv, "--blend", "soft", "--out", str(tmp_path / "bad")])
+    assert exited.value.code == 2
+    assert "invalid choice: 'soft'" in capsys.readouterr().err
+
+
 def test_boxes_mode_end_to_end(tmp_path, tiny_model_file, capsys) -> None:
     images = tmp_path / "images"
     write_images(images, 3, height=160, width=200)

@@ -33,6 +33,7 @@ from glcic.cli_support import (
 from glcic.devices import resolve_device
 from glcic.model_file import load_model
 from glcic.model_names import resolve_model
+from glcic.pipeline import BLEND_MODES
 from glcic.training.eval_report import PROG, render_montage
 from glcic.training.evaluate import (
     BASELINES,
@@ -70,6 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--boxes", action="store_true", help="one seeded rectangular hole per image, no masks"
     )
     parser.add_argument("--limit", type=int, help="evaluate only the first N images")
+    parser.add_argument(
+        "--blend",
+        choices=BLEND_MODES,
+        default="poisson",
+        help="how models' fills are blended in: poisson (default: as users get them) or none "
+        "(the network's own pixels, to see what the blend hides)",
+    )
     add_device_option(parser, "cpu")
     add_precision_option(parser, "the models run")
     add_threads_option(parser)
@@ -117,7 +125,7 @@ def _run(args: argparse.Namespace) -> int:
     for path in paths:
         model = load_model(path, device=device, precision=args.precision)
         precision = model.precision
-        methods[_unique(path.stem, taken)] = model_method(model)
+        methods[_unique(path.stem, taken)] = model_method(model, blend=args.blend)
     if precision is not None:
         print(f"{PROG}: models run in {precision.describe()}", file=sys.stderr, flush=True)
     for name, method in baselines.items():
@@ -159,6 +167,7 @@ def _run(args: argparse.Namespace) -> int:
         "baseline": list(baselines),
         "boxes": args.boxes,
         "limit": args.limit,
+        "blend": args.blend,
         "device": str(device),
         "threads": torch.get_num_threads(),
         "precision": None if precision is None else precision.name,
