@@ -22,7 +22,7 @@ from glcic.training.cli import main
 from glcic.training.config import PRESETS, ConfigError, TrainConfig, build_config
 from glcic.training.data import EpochStream
 from glcic.training.holes import freeform_hole, rectangle_hole, sample_hole
-from glcic.training.losses import hole_l1
+from glcic.training.losses import harmonic_extension, hole_l1, hole_poisson_l1
 from glcic.training.trainer import Trainer, hole_mse
 
 TINY = ["--preset", "tiny-test"]
@@ -105,6 +105,49 @@ def test_hole_mse_averages_over_hole_pixels_only() -> None:
     large[..., :6, :6] = 1
     assert hole_mse(output, target, small) == pytest.approx(0.25)
     assert hole_mse(output, target, large) == pytest.approx(0.25)
+
+
+def _enclosed_hole() -> torch.Tensor:
+    hole = torch.zeros(2, 1, 16, 20)
+    hole[:, :, 3:12, 4:15] = 1
+    hole[1, :, 6:9, 2:4] = 1  # an irregular second image
+    return hole
+
+
+def test_the_poisson_blend_removes_offsets_and_keeps_the_outputs_structure() -> None:
+    hole = _enclosed_hole()
+    target = torch.rand(2, 3, 16, 20)
+    structure = torch.randn(2, 3, 16, 20) * 0.1
+    offset = torch.tensor([0.3, -0.2, 0.1]).view(1, 3, 1, 1)
+    # A ramp's discrete Laplacian is zero, so the blend removes it whole, like a constant.
+    ramp = torch.linspace(0, 0.4, 20).view(1, 1, 1, 20)
+    output = target + offset + ramp
+    blended = output + harmonic_extension(target - output, hole) * hole
+    assert torch.allclose(blended * hole, target * hole, atol=1e-5)
+    assert hole_poisson_l1(output, target, hole).item() == pytest.approx(
+        0.25 * hole_l1(output, target, hole).item(), rel=1e-4
+    )
+    # Structure inside the hole is what the blend keeps, so the loss sees it.
+    structured = target + structure * hole
+    assert hole_poisson_l1(structured, target, hole) > 0.5 * hole_l1(structured, target, hole)
+    assert hole_poisson_l1(target, target, hole).item() == 0.0
+    # Outside the hole the extension is zero.
+    assert (
+        harmonic_extension(torch.randn(2, 3, 16, 20), hole)[(hole == 0).expand(2, 3, -1, -1)]
+        .abs()
+        .max()
+        == 0
+    )
+
+
+def test_the_poisson_blends_gradient_is_exact() -> None:
+    hole = _enclosed_hole()[:, :, 1:9, 2:12].double()
+    hole[0, :, 0, 5:8] = 1  # touching the image edge: a free boundary there
+    difference = torch.randn(2, 1, 8, 10, dtype=torch.float64, requires_grad=True)
+    # CG is exact in at most as many iterations as the hole has pixels (here under 80).
+    assert torch.autograd.gradcheck(
+        lambda d: harmonic_extension(d, hole, iterations=80), (difference,)
+    )
 
 
 def test_hole_l1_averages_absolute_error_over_hole_pixels_only() -> None:
@@ -577,20 +620,23 @@ def test_optimizer_and_trainable_are_checked_and_frozen_on_resume(tmp_path, data
     assert "Traceback" not in err
 
 
-def test_reconstruction_loss_l1_is_what_trains_and_the_log_keeps_mse(tmp_path, data_dir) -> None:
-    with pytest.raises(ConfigError, match="reconstruction_loss must be one of mse, l1"):
+@pytest.mark.parametrize(("name", "loss"), [("l1", hole_l1), ("poisson-l1", hole_poisson_l1)])
+def test_the_chosen_reconstruction_loss_is_what_trains_and_the_log_keeps_mse(
+    tmp_path, data_dir, name, loss
+) -> None:
+    with pytest.raises(ConfigError, match="reconstruction_loss must be one of mse, l1, poisson-l1"):
         build_config(overrides={"reconstruction_loss": "huber"})
-    config = build_config("tiny-test", None, {"reconstruction_loss": "l1"})
+    config = build_config("tiny-test", None, {"reconstruction_loss": name})
     trainer = Trainer(config, [data_dir], tmp_path / "run")
     reference = Trainer(config, [data_dir], tmp_path / "reference")  # same seed, same weights
     batch = next(iter(trainer._loader()))
     images, masks, _, _ = reference._to_device(batch)
     output = reference.completion(prepare_input(images, masks, reference.mean_tensor))
-    hole_l1(output, images, masks).backward()
+    loss(output, images, masks).backward()
     losses = trainer.train_step(batch)
     assert trainer.config.phase_at(0) == "completion"
     assert losses["loss_mse"].item() == pytest.approx(hole_mse(output, images, masks).item())
     for trained, expected in zip(
         trainer.completion.parameters(), reference.completion.parameters(), strict=True
     ):
-        assert torch.allclose(trained.grad, expected.grad, atol=1e-6)  # the L1 gradient
+        assert torch.allclose(trained.grad, expected.grad, atol=1e-6)  # the chosen loss's gradient

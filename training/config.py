@@ -65,7 +65,8 @@ class TrainConfig:
     # last dilated convolution; glcic.networks.trainable_parameters). The discriminators always
     # train whole.
     trainable: str = "all"
-    # The completion network's reconstruction loss over the hole: mse (the paper's) or l1
+    # The completion network's reconstruction loss over the hole: mse (the paper's), l1, or
+    # poisson-l1 (L1 of the output Poisson-blended into the truth, as users get it)
     # (glcic.training.losses). The log's loss_mse stays the hole MSE either way, so runs compare.
     # alpha weighs the GAN loss against whichever is chosen.
     reconstruction_loss: str = "mse"
