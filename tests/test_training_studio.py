@@ -136,13 +136,13 @@ def test_finetune_preset_fits_the_cpu_budget_and_keeps_the_shape() -> None:
     assert not set(preset.overrides) & set(inherit_from(ModelMetadata()).values)
     config = build_config("finetune", inherited=dict(RECORDED))
     # The measured best setting (training/config.py's comment): Adam 1e-4 on the decoder only,
-    # on the hole's L1 error.
+    # on the hole's L1 error after Poisson blending.
     assert (config.optimizer, config.lr, config.trainable) == ("adam", 1e-4, "decoder")
-    assert config.reconstruction_loss == "l1"
-    # 12 images/s: that setting with the default model's shape on our 2-core AMD EPYC; the
-    # preset's training stays within 14 minutes there (issue 19 asks for 15 in all).
+    assert config.reconstruction_loss == "poisson-l1"
+    # 7.5 images/s: that setting with the default model's shape on our 2-core AMD EPYC under
+    # other load (10.6 alone); the preset's training stays within 15 minutes there (issue 19).
     images = config.total_steps * config.batch_size
-    assert images / 12 <= 14 * 60
+    assert images / 7.5 <= 15 * 60
     assert config.eval_every and config.total_steps % config.eval_every == 0
 
 
