@@ -53,6 +53,7 @@ from glcic.daemon.validation import (
     read_message,
     validate_complete,
 )
+from glcic.precision import resolve_precision
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +111,7 @@ def test_every_operation_round_trips(daemon: Daemon) -> None:
     assert client.ping()["pong"] is True
     status = client.status()
     assert status["default_model"] == "tiny" and status["device"] == "cpu"
-    assert status["precision"].startswith("float32 (")  # auto: bf16 completion not validated
+    assert status["precision"] == "float32 (asked for)"  # as every test daemon, unless told
     assert {
         "pid",
         "address",
@@ -151,6 +152,14 @@ def test_precision_is_chosen_at_start_shown_and_used(tmp_path: Path) -> None:
         model = load_model(tmp_path / "models" / "tiny.safetensors", precision="bfloat16")
         expected = complete(rgba, mask, model)
         assert np.array_equal(_remote(client, rgba, mask), expected)
+    finally:
+        running.stop()
+    # auto gets what this machine's CPU earns: bf16 only with bf16 instructions and a faster probe
+    running = Daemon(tmp_path, "--model", "tiny", "--device", "cpu", "--precision", "auto")
+    running.start()
+    try:
+        expected_name = resolve_precision("auto", "cpu", "completion").name
+        assert running.client().status()["precision"].startswith(f"{expected_name} (")
     finally:
         running.stop()
 

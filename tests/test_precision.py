@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from glcic import complete, load_model
+from glcic import complete, load_model, precision
 from glcic.errors import InputError
 from glcic.precision import _cpu_choice, resolve_precision
 from glcic.training.cli import main as train_main
@@ -66,8 +66,10 @@ def test_auto_on_a_bf16_cpu_follows_the_probe_once_per_process(monkeypatch) -> N
     assert resolve_precision("auto", "cpu", "training").name == "float32"
 
 
-def test_auto_keeps_completion_in_float32_until_bf16_is_validated(monkeypatch) -> None:
+def test_auto_completion_follows_the_dev_set_check(monkeypatch) -> None:
     _fake_cpu(monkeypatch, native=True, seconds=(1.0, 0.25))
+    assert resolve_precision("auto", "cpu", "completion").name == "bfloat16"  # check passed
+    monkeypatch.setattr(precision, "COMPLETION_BF16_VALIDATED", False)  # a model that failed it
     chosen = resolve_precision("auto", "cpu", "completion")
     assert chosen.name == "float32" and "validated" in chosen.reason
 
@@ -122,7 +124,8 @@ def test_cli_reports_the_precision_and_refuses_unknown_ones(tmp_path, tiny_model
                str(tmp_path / "out.png"), "--model", str(tiny_model_file)]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert "(network " in done.stdout and "s, float32)" in done.stdout
+    expected = resolve_precision("auto", "cpu", "completion").name  # what auto gets here
+    assert "(network " in done.stdout and f"s, {expected})" in done.stdout
     refused = subprocess.run(
         [*command, "--precision", "float16"], capture_output=True, text=True, timeout=120
     )

@@ -28,11 +28,15 @@ def daemon_cli(home: Path, *args: str, timeout: float = 180) -> subprocess.Compl
 
 
 class Daemon:
-    """A real daemon process under a private GLCIC_HOME."""
+    """A real daemon process under a private GLCIC_HOME.
+
+    It runs in float32 unless the options name a precision: tests compare its fills bit for bit
+    with in-process float32 completions, and `auto` chooses bf16 on CPUs with bf16 instructions.
+    """
 
     def __init__(self, home: Path, *options: str) -> None:
         self.home = home
-        self.options = options
+        self.options = options if "--precision" in options else (*options, "--precision", "float32")
         (home / "models").mkdir(parents=True, exist_ok=True)
 
     @property
