@@ -196,7 +196,7 @@ def test_the_readme_command_and_the_daemon_use_it_with_no_setup(tmp_path) -> Non
     assert np.array_equal(completed[~hole], original[~hole])
     assert not np.array_equal(completed[hole], original[hole])
 
-    daemon = Daemon(home, "--device", "cpu")
+    daemon = Daemon(home, "--device", "cpu", "--precision", "auto")  # no setup: both on auto
     daemon.start()
     try:
         listing = daemon_cli(home, "models")
