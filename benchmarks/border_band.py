@@ -1,6 +1,6 @@
 """Colour cast along the image border, against the cast inside the image (issue 15's band).
 
-A hole that runs into the image border used to get a coloured band along that border: the
+A hole that runs into the image border gets a coloured band along that border: the shipped
 network never saw a hole at its input's edge. This measures it on real photos and real masks:
 dev photos, each with a border-touching mask of the 30-60 % bins, completed as users get them
 (Poisson blend).
@@ -19,7 +19,6 @@ third column: the inside pixels weighed to the band's distances from known pixel
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
+from network_speed import cpu_name  # noqa: E402  (same folder: the scripts run as files)
 from support.data import shared_data  # noqa: E402
 
 from glcic.model_file import load_model  # noqa: E402
@@ -142,7 +142,7 @@ def main() -> int:
     method = method_for(args.model, args.blend, args.precision)
     casts = band_casts(method, args.photos)
     print(f"# border band, model {args.model}, blend {args.blend}, {len(casts)} pairs, "
-          f"band {BAND} px, {platform.processor() or platform.machine()}")  # fmt: skip
+          f"band {BAND} px, {cpu_name()}, precision {args.precision}")  # fmt: skip
     print("| cast (0-255) | band | inside | inside, band's distances |")
     print("|---|---:|---:|---:|")
     for name, reduce in (("mean", np.nanmean), ("median", np.nanmedian)):
