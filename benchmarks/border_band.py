@@ -34,6 +34,7 @@ from support.data import shared_data  # noqa: E402
 
 from glcic.model_file import load_model  # noqa: E402
 from glcic.model_names import resolve_model  # noqa: E402
+from glcic.precision import PRECISIONS  # noqa: E402
 from glcic.training.evaluate import BASELINES, Method, baseline_method, model_method  # noqa: E402
 from glcic.training.pairing import find_images, load_mask  # noqa: E402
 
@@ -137,7 +138,7 @@ def main() -> int:
     parser.add_argument("--model", default="default")
     parser.add_argument("--photos", type=int, default=30)
     parser.add_argument("--blend", choices=("poisson", "none"), default="poisson")
-    parser.add_argument("--precision", default="float32")
+    parser.add_argument("--precision", choices=PRECISIONS, default="float32")
     args = parser.parse_args()
     method = method_for(args.model, args.blend, args.precision)
     casts = band_casts(method, args.photos)
