@@ -640,3 +640,12 @@ def test_the_chosen_reconstruction_loss_is_what_trains_and_the_log_keeps_mse(
         trainer.completion.parameters(), reference.completion.parameters(), strict=True
     ):
         assert torch.allclose(trained.grad, expected.grad, atol=1e-6)  # the chosen loss's gradient
+
+
+@pytest.mark.parametrize(
+    "recipe", sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.toml")), ids=str
+)
+def test_every_recipe_is_a_config_the_trainer_accepts(recipe: Path) -> None:
+    """Recipes are run by hand, hours apart: a broken one must fail here, not at its next start."""
+    config = build_config(config_file=recipe)
+    assert config.total_steps > 0
