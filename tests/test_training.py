@@ -643,7 +643,9 @@ def test_the_chosen_reconstruction_loss_is_what_trains_and_the_log_keeps_mse(
 
 
 @pytest.mark.parametrize(
-    "recipe", sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.toml")), ids=str
+    "recipe",
+    sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.toml")),
+    ids=lambda path: path.name,
 )
 def test_every_recipe_is_a_config_the_trainer_accepts(recipe: Path) -> None:
     """Recipes are run by hand, hours apart: a broken one must fail here, not at its next start."""
