@@ -23,7 +23,7 @@ from glcic.training.export import export_warnings
 from glcic.training.inherit import inherit_from
 from glcic.training.live_eval import read_scores, split_holdout
 from glcic.training.plot import render
-from glcic.training.progress import LINE_SECONDS, PhaseSpeeds, Progress
+from glcic.training.progress import LINE_SECONDS, SMOOTHING, PhaseSpeeds, Progress
 from glcic.training.reporting import MetricsWriter, elapsed_from_metrics
 from glcic.training.samples import TRAINING_COLUMNS, grid, pipeline_model, training_rows
 
@@ -217,6 +217,16 @@ def test_progress_lines_and_bar_follow_the_clock_and_the_eta_covers_every_phase(
     assert terminal.getvalue() != drawn
     # Measured speeds travel in the checkpoint.
     assert PhaseSpeeds(dict(speeds.seconds)).per_step("joint") == 5.0
+
+
+def test_a_step_spanning_a_pause_barely_moves_the_eta() -> None:
+    speeds = PhaseSpeeds({"completion": 1.0})
+    speeds.record("completion", 600.0)  # the process was stopped for ten minutes
+    assert speeds.per_step("completion") == pytest.approx(1.0 + SMOOTHING * 3.0)
+    # A lasting slowdown still comes through.
+    for _ in range(200):
+        speeds.record("completion", 3.0)
+    assert speeds.per_step("completion") == pytest.approx(3.0, rel=1e-3)
 
 
 def test_samples_come_every_sample_every_steps_and_when_sample_minutes_pass() -> None:

@@ -33,6 +33,11 @@ LINE_SECONDS = 60.0
 RELATIVE_COST = {"completion": 1.0, "discriminator": 0.85, "joint": 1.4}
 #: Weight of the newest step in a phase's running mean of seconds per step.
 SMOOTHING = 0.05
+#: A step that took more than this many times the running mean counts as this many times: a
+#: process suspended (SIGSTOP, a laptop's lid) or starved by another job for minutes would
+#: otherwise multiply the ETA for a hundred steps, and be saved so in the checkpoint. A lasting
+#: slowdown still shows, at this factor per step until the mean catches up.
+OUTLIER_FACTOR = 4.0
 
 
 class PhaseSpeeds:
@@ -43,7 +48,11 @@ class PhaseSpeeds:
 
     def record(self, phase: str, seconds: float) -> None:
         old = self.seconds.get(phase)
-        self.seconds[phase] = seconds if old is None else old + SMOOTHING * (seconds - old)
+        if old is None:
+            self.seconds[phase] = seconds
+        else:
+            seconds = min(seconds, OUTLIER_FACTOR * old)
+            self.seconds[phase] = old + SMOOTHING * (seconds - old)
 
     def per_step(self, phase: str) -> float | None:
         """Measured seconds per step, or an estimate from another phase; None before any."""
