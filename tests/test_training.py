@@ -495,6 +495,9 @@ def test_a_torchrun_rank_exits_with_its_status_and_no_interpreter_teardown(
 
 
 @pytest.mark.slow
+# torch's inductor imports torch.utils.mkldnn, which warns about its own script_method use;
+# glcic's code uses no TorchScript (tests/test_networks.py checks that with warnings as errors).
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
 def test_torch_compile_trains_and_checkpoints_plain_weights(tmp_path: Path, data_dir: Path) -> None:
     run = tmp_path / "compiled"
     assert main(["--data", str(data_dir), "--out", str(run), *TINY, "--compile", "true"]) == 0
