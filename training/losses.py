@@ -101,8 +101,8 @@ def _solve_in_hole(rhs: torch.Tensor, hole: torch.Tensor, iterations: int) -> to
 
     The loop runs in place on preallocated buffers: this solve, twice a step, was a third of a
     half-width training step on a 2-core CPU, and fresh tensors per operation cost it 3x
-    (BENCHMARKS.md, Training on the CPU). The direction stays zero outside the hole (the rhs and
-    every product are masked), so the operator needs no masking of its input.
+    (BENCHMARKS.md, "The Poisson-blend loss"). The direction stays zero outside the hole (the
+    rhs and every product are masked), so the operator needs no masking of its input.
     """
     degree_in_hole = _neighbour_sum(torch.ones_like(hole)) * hole
     solution = torch.zeros_like(rhs)

@@ -36,7 +36,7 @@ SMOOTHING = 0.05
 #: A step that took more than this many times the running mean counts as this many times: a
 #: process suspended (SIGSTOP, a laptop's lid) or starved by another job for minutes would
 #: otherwise multiply the ETA for a hundred steps, and be saved so in the checkpoint. A lasting
-#: slowdown still shows, at this factor per step until the mean catches up.
+#: slowdown still shows: each slow step raises the mean by up to 15 %.
 OUTLIER_FACTOR = 4.0
 
 
