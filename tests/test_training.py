@@ -22,7 +22,12 @@ from glcic.training.cli import main
 from glcic.training.config import PRESETS, ConfigError, TrainConfig, build_config
 from glcic.training.data import EpochStream
 from glcic.training.holes import freeform_hole, rectangle_hole, sample_hole
-from glcic.training.losses import harmonic_extension, hole_l1, hole_poisson_l1
+from glcic.training.losses import (
+    harmonic_extension,
+    hole_l1,
+    hole_poisson_l1,
+    poisson_blended,
+)
 from glcic.training.trainer import Trainer, hole_mse
 
 TINY = ["--preset", "tiny-test"]
@@ -643,6 +648,37 @@ def test_the_chosen_reconstruction_loss_is_what_trains_and_the_log_keeps_mse(
         trainer.completion.parameters(), reference.completion.parameters(), strict=True
     ):
         assert torch.allclose(trained.grad, expected.grad, atol=1e-6)  # the chosen loss's gradient
+
+
+def test_the_discriminators_can_judge_the_blended_fill(tmp_path, data_dir, monkeypatch) -> None:
+    with pytest.raises(ConfigError, match="adversarial_input must be one of raw, blended"):
+        build_config(overrides={"adversarial_input": "pasted"})
+    overrides = {
+        "completion_steps": "0", "discriminator_steps": "1",
+        "reconstruction_loss": "poisson-l1", "adversarial_input": "blended",
+    }  # fmt: skip
+    trainer = Trainer(build_config("tiny-test", None, overrides), [data_dir], tmp_path / "run")
+    judged: list[torch.Tensor] = []
+    discriminator_step = trainer._discriminator_step
+
+    def recording(images, completed, hole_box, real_box):
+        judged.append(completed.detach().clone())
+        return discriminator_step(images, completed, hole_box, real_box)
+
+    monkeypatch.setattr(trainer, "_discriminator_step", recording)
+    batch = next(iter(trainer._loader()))
+    images, masks, _, _ = trainer._to_device(batch)
+    for phase in ("discriminator", "joint"):
+        assert trainer.config.phase_at(trainer.step) == phase
+        with torch.no_grad():
+            output = trainer.completion(prepare_input(images, masks, trainer.mean_tensor))
+        blended = images * (1 - masks) + poisson_blended(output, images, masks) * masks
+        losses = trainer.train_step(batch)
+        trainer.step += 1
+        assert torch.allclose(judged[-1], blended, atol=1e-5), phase
+        # Not the raw paste: the blend moved the hole's colours to meet the known pixels.
+        assert not torch.allclose(judged[-1], images * (1 - masks) + output * masks, atol=1e-3)
+    assert set(losses) == {"loss_d", "loss_adv", "loss_mse"}
 
 
 @pytest.mark.parametrize(

@@ -25,6 +25,8 @@ from glcic.training.losses import RECONSTRUCTION_LOSSES
 
 #: The optimizers a run may use, for both the completion network and the discriminators.
 OPTIMIZERS = ("adadelta", "adam")
+#: What the discriminators may be shown as a completed crop (`TrainConfig.adversarial_input`).
+ADVERSARIAL_INPUTS = ("raw", "blended")
 
 
 class ConfigError(GlcicError):
@@ -70,6 +72,12 @@ class TrainConfig:
     # (glcic.training.losses). The log's loss_mse stays the hole MSE either way, so runs compare.
     # alpha weighs the GAN loss against whichever is chosen.
     reconstruction_loss: str = "mse"
+    # What the discriminators judge as the completed crop: raw (the paper's: the network's
+    # output pasted into the hole) or blended (Poisson-blended into the known pixels, as users
+    # get it). Users never see the raw output's colour offsets, which the blend removes; judged
+    # raw, the discriminators can tell fakes by their seams, and the completion network spends
+    # the adversarial term on colours rather than on texture.
+    adversarial_input: str = "raw"
     # Step decay of the completion network's rate: from lr_drop_step on it trains at
     # lr * lr_drop_factor (0: never). Once the reconstruction loss plateaus at a constant rate,
     # a tenfold drop lowers it again; the discriminators start fresh later and keep `lr`.
@@ -124,6 +132,8 @@ class TrainConfig:
             problems.append(
                 f"reconstruction_loss must be one of {', '.join(RECONSTRUCTION_LOSSES)}"
             )
+        if self.adversarial_input not in ADVERSARIAL_INPUTS:
+            problems.append(f"adversarial_input must be one of {', '.join(ADVERSARIAL_INPUTS)}")
         if self.trainable not in TRAINABLE_PARTS:
             problems.append(f"trainable must be one of {', '.join(TRAINABLE_PARTS)}")
         if self.lr_drop_step < 0 or not 0 < self.lr_drop_factor <= 1:

@@ -26,7 +26,18 @@ def hole_l1(output: torch.Tensor, target: torch.Tensor, hole: torch.Tensor) -> t
     return _hole_mean((output - target).abs(), hole)
 
 
-def hole_poisson_l1(output: torch.Tensor, target: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
+def poisson_blended(output: torch.Tensor, target: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
+    """`output` Poisson-blended into `target` over `hole` (outside the hole: `output`), as the
+    pipeline blends a fill into the photo, the image edge left free. Differentiable in `output`."""
+    return output + harmonic_extension(target - output, hole) * hole
+
+
+def hole_poisson_l1(
+    output: torch.Tensor,
+    target: torch.Tensor,
+    hole: torch.Tensor,
+    blended: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Hole L1 of the output after Poisson blending into the truth, plus a quarter of the raw L1.
 
     Users never see the raw output: the pipeline clones its gradients into the photo, and the
@@ -35,8 +46,10 @@ def hole_poisson_l1(output: torch.Tensor, target: torch.Tensor, hole: torch.Tens
     structure) rather than on offsets the blend removes anyway. The small raw term keeps the
     output's own levels sensible for `--blend none`. On street photos it lowered hole L1 about
     twice as much as plain L1 in the same 600 fine-tuning steps (BENCHMARKS.md, Fine-tuning).
+    `blended`: `poisson_blended(output, target, hole)` when the caller has it already.
     """
-    blended = output + harmonic_extension(target - output, hole) * hole
+    if blended is None:
+        blended = poisson_blended(output, target, hole)
     return _hole_mean((blended - target).abs(), hole) + 0.25 * hole_l1(output, target, hole)
 
 

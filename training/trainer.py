@@ -64,7 +64,12 @@ from glcic.training.live_eval import (
     score,
     split_holdout,
 )
-from glcic.training.losses import RECONSTRUCTION_LOSSES, hole_mse
+from glcic.training.losses import (
+    RECONSTRUCTION_LOSSES,
+    hole_mse,
+    hole_poisson_l1,
+    poisson_blended,
+)
 from glcic.training.plot import write_plot
 from glcic.training.progress import PhaseSpeeds, Progress, duration
 from glcic.training.reporting import PROGRESS_LINE, MetricsWriter, elapsed_from_metrics
@@ -380,6 +385,19 @@ class Trainer:
             self.discriminator.requires_grad_(True)
         return F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
 
+    def _shown(
+        self, output: torch.Tensor, images: torch.Tensor, masks: torch.Tensor
+    ) -> torch.Tensor:
+        """What the discriminators judge inside the hole (`TrainConfig.adversarial_input`)."""
+        if self.config.adversarial_input == "blended":
+            return poisson_blended(output, images, masks)
+        return output
+
+    @staticmethod
+    def _completed(images: torch.Tensor, shown: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """The crop with its hole filled by `shown`."""
+        return images * (1 - masks) + shown * masks
+
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """One step of the phase the current step belongs to; returns detached losses."""
         images, masks, hole_box, real_box = self._to_device(batch)
@@ -387,22 +405,27 @@ class Trainer:
         network_input = prepare_input(images, masks, self.mean_tensor)
         losses: dict[str, torch.Tensor] = {}
         if phase == "discriminator":
-            with torch.no_grad(), self._autocast():
-                output = self.completion_ddp(network_input).float()
-            completed = images * (1 - masks) + output * masks
+            with torch.no_grad():
+                with self._autocast():
+                    output = self.completion_ddp(network_input).float()
+                completed = self._completed(images, self._shown(output, images, masks), masks)
             losses["loss_d"] = self._discriminator_step(images, completed, hole_box, real_box)
             return losses
         with self._autocast():
             output = self.completion_ddp(network_input).float()
-        completed = images * (1 - masks) + output * masks
+        shown = self._shown(output, images, masks) if phase == "joint" else output
         reconstruction = RECONSTRUCTION_LOSSES[self.config.reconstruction_loss]
-        loss = reconstruction(output, images, masks)
+        if reconstruction is hole_poisson_l1 and shown is not output:
+            loss = hole_poisson_l1(output, images, masks, blended=shown)  # one solve, not two
+        else:
+            loss = reconstruction(output, images, masks)
         if reconstruction is hole_mse:
             mse = loss.detach()
         else:
             with torch.no_grad():
                 mse = hole_mse(output, images, masks)
         if phase == "joint":
+            completed = self._completed(images, shown, masks)
             losses["loss_d"] = self._discriminator_step(images, completed, hole_box, real_box)
             adversarial = self._adversarial_loss(completed, hole_box)
             loss = loss + self.config.alpha * adversarial
