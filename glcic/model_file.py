@@ -23,6 +23,7 @@ import torch
 from safetensors.torch import save_file
 
 from glcic.atomic import atomic_write_with
+from glcic.blending import BORDER_BLENDS
 from glcic.errors import ModelFileError
 from glcic.networks import PLACES2_MEAN, CompletionNetwork, FusedCompletionNetwork
 from glcic.paths import MODEL_SUFFIX as MODEL_SUFFIX  # kept here too: the file format names it
@@ -62,6 +63,10 @@ class ModelMetadata:
     #: data; the right amount is a property of the weights, measured when they are exported.
     #: 0 (files without the field, imported weights) runs the network on the colours as they are.
     context_shift: float = 0.0
+    #: How Poisson blending treats a hole at the image edge (`glcic.blending.BORDER_BLENDS`):
+    #: like the context shift, a property of how the weights were trained. "telea" (files
+    #: without the field) pins the edge to a fast-marching fill; "mirror" leaves it free.
+    border_blend: str = "telea"
     provenance: Provenance = field(default_factory=Provenance)
     notes: str = ""
     #: Free-form, JSON-serialisable additions (evaluation tables, training config, ...).
@@ -72,6 +77,7 @@ class ModelMetadata:
         # would then refuse to load.
         if not 0.0 <= self.context_shift <= 1.0:
             raise ValueError(f"context_shift {self.context_shift} is outside [0, 1]")
+        _check_border_blend(self.border_blend)
 
     def to_json(self) -> dict[str, Any]:
         document = asdict(self)
@@ -110,6 +116,8 @@ class ModelMetadata:
         context_shift = _number(document.get("context_shift", 0.0), "context_shift")
         if not 0.0 <= context_shift <= 1.0:
             raise ValueError(f"context_shift {context_shift} is outside [0, 1]")
+        border_blend = document.get("border_blend", "telea")
+        _check_border_blend(border_blend)
         provenance_doc = document.get("provenance", {})
         if not isinstance(provenance_doc, dict):
             raise ValueError("provenance must be an object")
@@ -134,10 +142,16 @@ class ModelMetadata:
             train_image_size=size,
             hole_size_range=(holes[0], holes[1]),
             context_shift=context_shift,
+            border_blend=border_blend,
             provenance=provenance,
             notes=str(document.get("notes", "")),
             extra=extra,
         )
+
+
+def _check_border_blend(value: Any) -> None:
+    if value not in BORDER_BLENDS:
+        raise ValueError(f"border_blend must be one of {', '.join(BORDER_BLENDS)}, got {value!r}")
 
 
 def _is_int(value: Any) -> bool:

@@ -140,6 +140,7 @@ def _complete(
     for plan in plans:
         batches[plan.padded_size].append(plan)
     done = 0
+    border = model.metadata.border_blend
     for size, same_size in batches.items():
         per_batch = max(1, _MAX_BATCH_PIXELS // (size[0] * size[1]))
         for start in range(0, len(same_size), per_batch):
@@ -154,7 +155,7 @@ def _complete(
             for plan, fill in zip(chunk, fills, strict=True):
                 if should_cancel is not None and should_cancel():
                     raise CancelledError("cancelled")
-                _write_back(result, origin, image, mask, plan, fill, blend)
+                _write_back(result, origin, image, mask, plan, fill, blend, border)
             report.blend_seconds += time.perf_counter() - blend_start
             done += len(chunk)
     notify("done", 1.0)
@@ -297,8 +298,10 @@ def _write_back(
     plan: CropPlan,
     fill: np.ndarray,
     blend: str,
+    border: str,
 ) -> None:
-    """Blend one crop's fill into `result`, inside its own hole group's box only.
+    """Blend one crop's fill into `result`, inside its own hole group's box only; `border` is
+    the model's `border_blend`.
 
     Blending needs only the hole and a thin ring of known pixels around it (the Poisson boundary
     and Telea's neighbourhood), so it works on that window rather than the whole context crop.
@@ -318,7 +321,7 @@ def _write_back(
     window_fill = fill[window.offset(-crop.x0, -crop.y0).slices]
     filled[inside] = np.clip(window_fill[inside] * 255.0 + 0.5, 0, 255).astype(np.uint8)
     if blend == "poisson":
-        filled = poisson_blend(original, filled, hole)
+        filled = poisson_blend(original, filled, hole, border)
     # Other groups' holes may fall inside this window; each group writes only its own box.
     region = box.offset(-window.x0, -window.y0).slices
     blended = composite_soft(original[region], filled[region], selection[region])

@@ -34,6 +34,7 @@ def model():
             train_image_size=128,
             hole_size_range=(48, 64),
             context_shift=0.4,
+            border_blend="mirror",
             provenance=Provenance(
                 source="test", data="synthetic", steps={"completion": 5}, licence="MIT"
             ),
@@ -175,6 +176,11 @@ def _case_context_shift_not_a_number(tensors, header):
     return tensors, header, "bad metadata: context_shift must be a finite number"
 
 
+def _case_unknown_border_blend(tensors, header):
+    header["metadata"]["border_blend"] = "smear"
+    return tensors, header, "bad metadata: border_blend must be one of telea, mirror, got 'smear'"
+
+
 def _case_absurd_mean(tensors, header):
     header["metadata"]["mean"] = [1e300, -1e300, 0]
     return tensors, header, "bad metadata: mean [1e+300, -1e+300, 0.0] is outside [0, 1]"
@@ -214,6 +220,7 @@ def _case_negative_steps(tensors, header):
         _case_bad_mean,
         _case_context_shift_out_of_range,
         _case_context_shift_not_a_number,
+        _case_unknown_border_blend,
     ],
 )
 def test_inconsistent_files_say_what_is_wrong(tmp_path: Path, model, case) -> None:
@@ -241,6 +248,16 @@ def test_files_without_context_shift_run_on_colours_as_they_are(tmp_path: Path, 
     path = tmp_path / "older.safetensors"
     _rewrite(path, tensors, header)
     assert load_model(path).metadata.context_shift == 0.0
+
+
+def test_files_without_border_blend_pin_the_image_edge_as_before(tmp_path: Path, model) -> None:
+    tensors, header = _valid_parts(model, tmp_path)
+    del header["metadata"]["border_blend"]
+    path = tmp_path / "older.safetensors"
+    _rewrite(path, tensors, header)
+    assert load_model(path).metadata.border_blend == "telea"
+    with pytest.raises(ValueError, match="border_blend"):
+        ModelMetadata(border_blend="free")
 
 
 def test_safetensors_without_glcic_metadata_is_foreign(tmp_path: Path) -> None:

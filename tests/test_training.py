@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -388,6 +389,41 @@ def test_fine_tune_from_model_and_export(tmp_path: Path, data_dir: Path, monkeyp
     assert main(["export", str(tuned), "--name", "../evil"]) == 2
     mismatch = [*args[:3], str(tmp_path / "t2"), *args[4:], "--width", "0.125"]
     assert main(mismatch) == 2
+
+
+def test_export_names_the_data_and_blends_the_border_as_the_run_trained(
+    tmp_path, data_dir, monkeypatch
+) -> None:
+    """A file to publish names its data and its starting model instead of this machine's
+    paths, and a poisson-l1 run (whose loss blends with the image edge free) asks the
+    pipeline to blend its fills the same way."""
+    monkeypatch.setenv("GLCIC_HOME", str(tmp_path / "home"))
+    plain, blended = tmp_path / "plain", tmp_path / "blended"
+    assert main(["--data", str(data_dir), "--out", str(plain), *TINY, "--export", "base"]) == 0
+    argv = ["--data", str(data_dir), "--out", str(blended), *TINY, "--init", "base"]
+    assert main([*argv, "--reconstruction-loss", "poisson-l1"]) == 0
+    base = load_model(tmp_path / "home" / "models" / "base.safetensors").metadata
+    assert base.border_blend == "telea" and str(data_dir) in base.provenance.data
+
+    out = tmp_path / "tuned.safetensors"
+    names = ["--data-names", "our retouching archive", "--init-name", "glcic's base model"]
+    assert main(["export", str(blended), "--out", str(out), *names]) == 0
+    tuned = load_model(out).metadata
+    assert tuned.border_blend == "mirror"
+    assert tuned.provenance.data == "our retouching archive"
+    assert (
+        tuned.provenance.source
+        == "glcic-train, fine-tuned from glcic's base model, made by glcic-train"
+    )
+    assert str(tmp_path) not in json.dumps(tuned.to_json())
+    assert "Fine-tuned from glcic's base model" in tuned.provenance.licence  # its terms follow
+    assert (
+        main(["export", str(blended), "--out", str(out), "--force", "--border-blend", "telea"]) == 0
+    )
+    assert load_model(out).metadata.border_blend == "telea"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", str(blended), "--out", str(out), "--force", "--border-blend", "smear"])
+    assert exit_info.value.code == 2
 
 
 def test_real_photos_all_phases(tmp_path: Path) -> None:

@@ -4,7 +4,8 @@ glcic-train run --data DIR [DIR ...] --out RUN_DIR [--config FILE.toml] [--prese
                 [--init MODEL] [--resume] [--export NAME] [--sample-image IMAGE --sample-mask MASK]
                 [--FIELD VALUE ...]
 glcic-train export RUN_DIR (--name NAME | --out FILE) [--force] [--float16] [--terms TEXT]
-                   [--notes TEXT] [--context-shift F]
+                   [--notes TEXT] [--context-shift F] [--border-blend telea|mirror]
+                   [--data-names TEXT]
 torchrun --nproc-per-node N -m glcic.training.cli run ...   (several GPUs or machines)
 
 The word `run` may be left out (`glcic-train --data DIR --out RUN_DIR`, `glcic-train --out
@@ -28,6 +29,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from glcic.blending import BORDER_BLENDS
 from glcic.cli_support import run_command, thread_count
 from glcic.devices import DEVICE_CHOICES, resolve_device
 from glcic.errors import GlcicError
@@ -158,6 +160,30 @@ def _add_export_arguments(parser: argparse.ArgumentParser) -> None:
         "trained on",
     )
 
+    parser.add_argument(
+        "--border-blend",
+        choices=BORDER_BLENDS,
+        default=None,
+        help="how completion blends a hole at the image edge: pinned to a fast-marching fill "
+        "(telea) or left free (mirror). Default: mirror for runs trained with the poisson-l1 "
+        "loss, which teaches the network its colours there; telea otherwise",
+    )
+
+    parser.add_argument(
+        "--data-names",
+        default="",
+        metavar="TEXT",
+        help="name the training data for the file's readers (default: the run's data folders, "
+        "paths that mean something only on this machine)",
+    )
+    parser.add_argument(
+        "--init-name",
+        default="",
+        metavar="TEXT",
+        help="name the model the run was fine-tuned from for the file's readers (default: the "
+        "--init name and its path on this machine)",
+    )
+
 
 def _fraction(text: str) -> float:
     """argparse type for a number in [0, 1]."""
@@ -179,6 +205,9 @@ def _export(args: argparse.Namespace) -> int:
         terms=args.terms,
         notes=args.notes,
         context_shift=args.context_shift,
+        border_blend=args.border_blend,
+        data_names=args.data_names,
+        init_name=args.init_name,
         force=args.force,
         warn=lambda message: print(f"{PROG}: warning: {message}", file=sys.stderr),
     )

@@ -48,12 +48,20 @@ def model_from_checkpoint(
     terms: str = "",
     notes: str = "",
     context_shift: float = 0.0,
+    border_blend: str = "telea",
+    data_names: str = "",
+    init_name: str = "",
 ) -> CompletionModel:
     """The completion network of a checkpoint, with metadata a user of the file can read.
 
     `terms` states the training data's terms of use in words (e.g. "research use only"); the
     weights inherit them, so they go into the file's licence field, not only into a model card.
+    `data_names` and `init_name` name the training data and the `--init` model for the file's
+    readers; without them the file names the run's folders and the init model's path, which
+    mean something only on the machine that trained it.
     """
+    if init_name:
+        state = {**state, "init_source": init_name}
     config = TrainConfig(**state["config"])
     network = CompletionNetwork(config.width)
     network.load_state_dict(state["completion"])
@@ -76,10 +84,11 @@ def model_from_checkpoint(
         train_image_size=config.image_size,
         hole_size_range=(config.hole_min, config.hole_max),
         context_shift=context_shift,
+        border_blend=border_blend,
         provenance=Provenance(
             source="glcic-train"
             + (f", fine-tuned from {_init_description(state)}" if state.get("init_source") else ""),
-            data=", ".join(state.get("data_dirs", [])),
+            data=data_names or ", ".join(state.get("data_dirs", [])),
             steps=phase_steps(config, int(state["step"])),
             licence=licence,
         ),
@@ -108,6 +117,15 @@ def inherited_context_shift(state: dict[str, Any]) -> float:
     """The context shift of the model a run was fine-tuned from (0 for a run from scratch): the
     weights still complete best with the colour treatment they were tuned for."""
     return float(state.get("init_context_shift", 0.0))
+
+
+def trained_border_blend(state: dict[str, Any]) -> str:
+    """How the pipeline should blend this run's fills at the image edge: "mirror" where the run
+    trained on the `poisson-l1` loss, which blends with the edge mirrored and so taught the
+    network good colours there; otherwise "telea", the pipeline's safe choice for networks whose
+    output at their input's edge was never scored after blending."""
+    loss = TrainConfig(**state["config"]).reconstruction_loss
+    return "mirror" if loss == "poisson-l1" else "telea"
 
 
 def export_warnings(
@@ -190,6 +208,9 @@ def export_run(
     terms: str = "",
     notes: str = "",
     context_shift: float | None = None,
+    border_blend: str | None = None,
+    data_names: str = "",
+    init_name: str = "",
     force: bool = False,
     warn: Callable[[str], None] | None = None,
 ) -> Path:
@@ -197,7 +218,8 @@ def export_run(
     <models dir>/<name>.safetensors (where the daemon picks it up).
 
     An existing file is replaced only with `force`. `context_shift` None keeps the one of the
-    model the run was fine-tuned from. Each `export_warnings` message goes to `warn`.
+    model the run was fine-tuned from; `border_blend` None, `trained_border_blend`'s. Each
+    `export_warnings` message goes to `warn`.
     """
     target = export_target(name, out, force)
     state = load_latest_checkpoint(run_dir)
@@ -205,7 +227,14 @@ def export_run(
         (warn or (lambda text: None))(message)
     shift = inherited_context_shift(state) if context_shift is None else context_shift
     model = model_from_checkpoint(
-        state, last_evaluation(run_dir), terms=terms, notes=notes, context_shift=shift
+        state,
+        last_evaluation(run_dir),
+        terms=terms,
+        notes=notes,
+        context_shift=shift,
+        border_blend=border_blend or trained_border_blend(state),
+        data_names=data_names,
+        init_name=init_name,
     )
     save_model(model, target, storage=storage)
     return target

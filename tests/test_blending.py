@@ -1,0 +1,81 @@
+"""Poisson blending at the image edge: the two treatments a model file can ask for."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from support.masks import rect_mask
+
+from glcic import CompletionModel
+from glcic import complete as complete_image
+from glcic.blending import poisson_blend
+
+#: A colour offset the blend must remove: the network's structure is right, its levels are off.
+OFFSET = (30, -20, 10)
+
+EDGE_BOXES = [
+    (90, 150, 250, 320),  # right edge
+    (0, 60, 100, 180),  # top edge
+    (150, 240, 0, 80),  # bottom-left corner
+]
+
+
+def _offset_fill(photo: np.ndarray, hole: np.ndarray) -> np.ndarray:
+    fill = photo.copy()
+    fill[hole > 0] = np.clip(photo[hole > 0].astype(int) + OFFSET, 0, 255)
+    return fill
+
+
+def _hole_error(result: np.ndarray, photo: np.ndarray, hole: np.ndarray) -> float:
+    return float(np.abs(result.astype(int) - photo)[hole > 0].mean())
+
+
+@pytest.mark.parametrize("box", EDGE_BOXES)
+def test_mirror_keeps_the_fills_structure_up_to_the_image_edge(photo, box) -> None:
+    """A fill that is the truth plus an offset blends back to the truth when the edge is free;
+    pinned to Telea's smear there, it bends toward the smear along the edge."""
+    hole = rect_mask(photo.shape, box)
+    fill = _offset_fill(photo, hole)
+    mirrored = _hole_error(poisson_blend(photo, fill, hole, "mirror"), photo, hole)
+    pinned = _hole_error(poisson_blend(photo, fill, hole, "telea"), photo, hole)
+    assert mirrored < 2.0, mirrored
+    assert pinned > 2.5 * mirrored, (pinned, mirrored)
+
+
+def test_holes_clear_of_the_edge_blend_the_same_either_way(photo) -> None:
+    hole = rect_mask(photo.shape, (90, 150, 120, 200))
+    hole[20:40, 280:310] = 255  # a second hole, near the edge but not within the mask's growth
+    fill = _offset_fill(photo, hole)
+    assert np.array_equal(
+        poisson_blend(photo, fill, hole, "mirror"), poisson_blend(photo, fill, hole, "telea")
+    )
+
+
+def test_a_hole_spanning_the_crop_still_blends(photo) -> None:
+    hole = rect_mask(photo.shape, (0, 240, 100, 140))  # top to bottom: its mirror cannot fit
+    result = poisson_blend(photo, _offset_fill(photo, hole), hole, "mirror")
+    assert np.array_equal(result[hole == 0], photo[hole == 0])
+    assert _hole_error(result, photo, hole) < 20
+
+
+def test_an_unknown_border_treatment_is_refused(photo) -> None:
+    hole = rect_mask(photo.shape, (0, 60, 100, 180))
+    with pytest.raises(ValueError, match="border must be one of telea, mirror"):
+        poisson_blend(photo, photo, hole, "smear")
+
+
+def test_the_pipeline_blends_as_the_model_file_says(photo, tiny_model) -> None:
+    mirror = CompletionModel(
+        tiny_model.network, dataclasses.replace(tiny_model.metadata, border_blend="mirror")
+    )
+    assert tiny_model.metadata.border_blend == "telea"
+    at_edge = rect_mask(photo.shape, (90, 150, 260, 320))
+    inside = rect_mask(photo.shape, (90, 150, 120, 180))
+    assert not np.array_equal(
+        complete_image(photo, at_edge, tiny_model), complete_image(photo, at_edge, mirror)
+    )
+    assert np.array_equal(
+        complete_image(photo, inside, tiny_model), complete_image(photo, inside, mirror)
+    )
