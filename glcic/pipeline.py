@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import torch
 
-from glcic.blending import composite_soft, poisson_blend
+from glcic.blending import MIRROR_DEPTH, composite_soft, poisson_blend
 from glcic.crops import Box, CropPlan, find_hole_groups, plan_crop
 from glcic.errors import CancelledError, GlcicError, InputError
 from glcic.model_file import CompletionModel
@@ -321,7 +321,8 @@ def _write_back(
     window_fill = fill[window.offset(-crop.x0, -crop.y0).slices]
     filled[inside] = np.clip(window_fill[inside] * 255.0 + 0.5, 0, 255).astype(np.uint8)
     if blend == "poisson":
-        filled = poisson_blend(original, filled, hole, border)
+        depth = round(MIRROR_DEPTH / plan.scale)  # the same reach at every working scale
+        filled = poisson_blend(original, filled, hole, border, depth)
     # Other groups' holes may fall inside this window; each group writes only its own box.
     region = box.offset(-window.x0, -window.y0).slices
     blended = composite_soft(original[region], filled[region], selection[region])
