@@ -46,22 +46,25 @@ def poisson_blend(
     hole: np.ndarray,
     border: str = "telea",
     mirror_depth: int = MIRROR_DEPTH,
+    image_edges: tuple[bool, bool, bool, bool] = (True, True, True, True),
 ) -> np.ndarray:
     """Blend `network_fill` into `known` over `hole` (uint8 0/255); returns a new HxWx3 uint8.
 
     `known` is the original crop (hole pixels may hold anything); `network_fill` the crop with the
     network's output inside the hole; `border` one of `BORDER_BLENDS`; `mirror_depth` the
-    deepest reflection past the edge in these pixels (`MIRROR_DEPTH` at the network's scale).
-    Pixels outside the hole are returned unchanged.
+    deepest reflection past the edge in these pixels (`MIRROR_DEPTH` at the network's scale);
+    `image_edges` which sides of the crop (top, bottom, left, right) are the image's own edges:
+    only those are mirrored. Pixels outside the hole are returned unchanged.
     """
     if border not in BORDER_BLENDS:
         raise ValueError(f"border must be one of {', '.join(BORDER_BLENDS)}, got {border!r}")
     if min(hole.shape) < _MIN_SIDE:
         # OpenCV's solver needs a few pixels each way; a strip that thin has nothing to blend.
         return network_fill.copy()
-    top, bottom, left, right = (
-        _mirror_padding(hole, mirror_depth) if border == "mirror" else (_PAD,) * 4
-    )
+    # Mirrored: the image edges the hole reaches, for models that ask for it; the rest pinned.
+    touched = _touched_sides(hole) if border == "mirror" else (False, False, False, False)
+    mirrored = tuple(edge and side for edge, side in zip(image_edges, touched, strict=True))
+    edge_parts, (top, bottom, left, right) = _mirrored_parts(hole, mirrored, mirror_depth)
 
     def pad(image: np.ndarray) -> np.ndarray:
         return cv2.copyMakeBorder(image, top, bottom, left, right, cv2.BORDER_REFLECT_101)
@@ -70,20 +73,29 @@ def poisson_blend(
     # (the object being removed) would be reflected into the padding as "known" colour.
     padded_known, padded_fill, padded_hole = pad(known), pad(network_fill), pad(hole)
     # The seed matters where the solver takes the destination's gradients: its rim inside the
-    # hole (seamlessClone erodes the clone mask by 3 px) and, for "telea", the image edge.
-    if border == "telea":
-        seeded = cv2.inpaint(padded_known, padded_hole, TELEA_RADIUS, cv2.INPAINT_TELEA)
-    else:  # the same seed, mirrored: marching over the padding would cost up to 9x the time
+    # hole (seamlessClone erodes the clone mask by 3 px) and the sides pinned at the image edge.
+    if any(mirrored):  # the seed, mirrored: marching over the padding costs up to 9x the time
         seeded = pad(cv2.inpaint(known, hole, TELEA_RADIUS, cv2.INPAINT_TELEA))
+    else:
+        seeded = cv2.inpaint(padded_known, padded_hole, TELEA_RADIUS, cv2.INPAINT_TELEA)
     # The solver's boundary values come from the clone mask's outer ring: grow the mask so that
     # ring lies on known pixels, where the network fill and the original agree.
-    clone_mask = cv2.dilate(padded_hole, np.ones((2 * _GROW + 1, 2 * _GROW + 1), np.uint8))
-    # "telea": the mask stops at the image edge, whose boundary values are then the seeded
-    # padding. "mirror": it takes in the hole's mirror image, and only the padding's outer ring
-    # (beyond the mirrored hole, unless the hole spans the crop) is boundary.
-    ring = _PAD if border == "telea" else 1
-    clone_mask[:ring, :] = clone_mask[-ring:, :] = 0
-    clone_mask[:, :ring] = clone_mask[:, -ring:] = 0
+    grow = np.ones((2 * _GROW + 1, 2 * _GROW + 1), np.uint8)
+    if any(mirrored):
+        # Only the parts on a mirrored edge are mirrored into the mask: the mirror image of a part
+        # that stops short of the edge would swallow the known strip between them.
+        clone_mask = pad(cv2.dilate(edge_parts, grow))
+        clone_mask[top : top + hole.shape[0], left : left + hole.shape[1]] = cv2.dilate(hole, grow)
+    else:
+        clone_mask = cv2.dilate(padded_hole, grow)
+    # A pinned side: the mask stops at the crop's edge, whose boundary values are then the seed
+    # in the padding. A mirrored side: the mask takes in the hole's mirror image, and only the
+    # padding's outermost pixels (past the mirror image, or where `mirror_depth` cuts it) are.
+    keep_top, keep_bottom, keep_left, keep_right = (1 if m else _PAD for m in mirrored)
+    clone_mask[:keep_top, :] = 0
+    clone_mask[clone_mask.shape[0] - keep_bottom :, :] = 0
+    clone_mask[:, :keep_left] = 0
+    clone_mask[:, clone_mask.shape[1] - keep_right :] = 0
     x, y, w, h = cv2.boundingRect(clone_mask)
     # seamlessClone centres the source's mask box on `centre`; this centre maps it onto itself.
     centre = (x + w // 2, y + h // 2)
@@ -95,26 +107,46 @@ def poisson_blend(
     return result
 
 
-def _mirror_padding(hole: np.ndarray, depth: int) -> tuple[int, int, int, int]:
-    """(top, bottom, left, right) padding that holds the mirror image of every hole part reaching
-    an edge (within the mask's growth), with a ring of known pixels beyond it, up to `depth`."""
+def _touched_sides(hole: np.ndarray) -> tuple[bool, bool, bool, bool]:
+    """(top, bottom, left, right): whether a hole pixel lies on that edge row or column. A hole
+    that stops short of an edge, even by one pixel, keeps that strip as known boundary."""
+    inside = hole > 0
+    return (
+        bool(inside[0].any()),
+        bool(inside[-1].any()),
+        bool(inside[:, 0].any()),
+        bool(inside[:, -1].any()),
+    )
+
+
+def _mirrored_parts(
+    hole: np.ndarray, mirrored: tuple[bool, ...], depth: int
+) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """The hole parts touching a mirrored side (uint8 0/255), and the (top, bottom, left, right)
+    padding: `_PAD` on pinned sides; on mirrored ones, room for those parts' mirror image plus a
+    ring of known pixels beyond it, up to `depth` (and the crop's own size: one reflection)."""
     height, width = hole.shape
-    count, _, stats, _ = cv2.connectedComponentsWithStats((hole > 0).astype(np.uint8))
-    top = bottom = left = right = _PAD
+    sides = [_PAD] * 4
+    parts = np.zeros_like(hole)
+    if not any(mirrored):
+        return parts, (_PAD, _PAD, _PAD, _PAD)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats((hole > 0).astype(np.uint8))
     reach = _GROW + 2  # the grown mask's extent past the part, plus the cleared outer ring
-    for x, y, part_width, part_height, _ in stats[1:count]:
-        if y <= _GROW:
-            top = max(top, y + part_height + reach)
-        if y + part_height >= height - _GROW:
-            bottom = max(bottom, height - y + reach)
-        if x <= _GROW:
-            left = max(left, x + part_width + reach)
-        if x + part_width >= width - _GROW:
-            right = max(right, width - x + reach)
-    # Reflection cannot reach farther than the crop itself.
+    for label in range(1, count):
+        x, y, part_width, part_height = stats[label, :4]
+        extents = (y + part_height, height - y, x + part_width, width - x)
+        touching = (y == 0, y + part_height == height, x == 0, x + part_width == width)
+        for side in range(4):
+            if mirrored[side] and touching[side]:
+                sides[side] = max(sides[side], extents[side] + reach)
+                parts[labels == label] = 255
     depth = max(depth, _PAD)
-    vertical, horizontal = min(depth, height - 1), min(depth, width - 1)
-    return min(top, vertical), min(bottom, vertical), min(left, horizontal), min(right, horizontal)
+    limits = (height - 1, height - 1, width - 1, width - 1)
+    top, bottom, left, right = (
+        min(size, depth, limit) if mirror else size
+        for size, mirror, limit in zip(sides, mirrored, limits, strict=True)
+    )
+    return parts, (top, bottom, left, right)
 
 
 def composite_soft(original: np.ndarray, fill: np.ndarray, selection: np.ndarray) -> np.ndarray:

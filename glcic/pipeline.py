@@ -322,7 +322,9 @@ def _write_back(
     filled[inside] = np.clip(window_fill[inside] * 255.0 + 0.5, 0, 255).astype(np.uint8)
     if blend == "poisson":
         depth = round(MIRROR_DEPTH / plan.scale)  # the same reach at every working scale
-        filled = poisson_blend(original, filled, hole, border, depth)
+        height, width = image.shape[:2]
+        edges = (window.y0 == 0, window.y1 == height, window.x0 == 0, window.x1 == width)
+        filled = poisson_blend(original, filled, hole, border, depth, edges)
     # Other groups' holes may fall inside this window; each group writes only its own box.
     region = box.offset(-window.x0, -window.y0).slices
     blended = composite_soft(original[region], filled[region], selection[region])

@@ -5,7 +5,7 @@ glcic-train run --data DIR [DIR ...] --out RUN_DIR [--config FILE.toml] [--prese
                 [--FIELD VALUE ...]
 glcic-train export RUN_DIR (--name NAME | --out FILE) [--force] [--float16] [--terms TEXT]
                    [--notes TEXT] [--context-shift F] [--border-blend telea|mirror]
-                   [--data-names TEXT]
+                   [--data-names TEXT] [--init-name TEXT]
 torchrun --nproc-per-node N -m glcic.training.cli run ...   (several GPUs or machines)
 
 The word `run` may be left out (`glcic-train --data DIR --out RUN_DIR`, `glcic-train --out

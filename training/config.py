@@ -399,3 +399,11 @@ def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
         for f in fields(TrainConfig)
         if getattr(args, f"cfg_{f.name}", None) is not None
     }
+
+
+def border_blend_for(config: TrainConfig) -> str:
+    """How the pipeline should blend a run's fills at the image edge: "mirror" where it trained
+    on the `poisson-l1` loss, which blends with the edge free and so taught the network its
+    colours there; otherwise "telea", the safe choice for networks whose output at their input's
+    edge was never scored after blending (glcic.blending.BORDER_BLENDS)."""
+    return "mirror" if config.reconstruction_loss == "poisson-l1" else "telea"

@@ -20,7 +20,7 @@ from glcic.model_file import CompletionModel, ModelMetadata, Provenance, save_mo
 from glcic.networks import CompletionNetwork
 from glcic.paths import models_dir
 from glcic.training.checkpoint import load_latest_checkpoint
-from glcic.training.config import TrainConfig
+from glcic.training.config import TrainConfig, border_blend_for
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
@@ -120,12 +120,8 @@ def inherited_context_shift(state: dict[str, Any]) -> float:
 
 
 def trained_border_blend(state: dict[str, Any]) -> str:
-    """How the pipeline should blend this run's fills at the image edge: "mirror" where the run
-    trained on the `poisson-l1` loss, which blends with the edge mirrored and so taught the
-    network good colours there; otherwise "telea", the pipeline's safe choice for networks whose
-    output at their input's edge was never scored after blending."""
-    loss = TrainConfig(**state["config"]).reconstruction_loss
-    return "mirror" if loss == "poisson-l1" else "telea"
+    """How the pipeline should blend this run's fills at the image edge (`border_blend_for`)."""
+    return border_blend_for(TrainConfig(**state["config"]))
 
 
 def export_warnings(

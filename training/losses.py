@@ -28,8 +28,8 @@ def hole_l1(output: torch.Tensor, target: torch.Tensor, hole: torch.Tensor) -> t
 
 def poisson_blended(output: torch.Tensor, target: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
     """`output` Poisson-blended into `target` over `hole` (outside the hole: `output`), as the
-    pipeline blends a fill into the photo, except at the image edge: free here, pinned to
-    Telea's values there (BENCHMARKS.md, the border band). Differentiable in `output`."""
+    pipeline blends the fills of models exported from such runs (`border_blend` "mirror": the
+    image edge free; the pipeline caps the reflection's depth). Differentiable in `output`."""
     return output + harmonic_extension(target - output, hole) * hole
 
 

@@ -21,7 +21,7 @@ from glcic.errors import InputError
 from glcic.model_file import CompletionModel, ModelMetadata
 from glcic.networks import CompletionNetwork
 from glcic.pipeline import complete
-from glcic.training.config import TrainConfig
+from glcic.training.config import TrainConfig, border_blend_for
 
 TRAINING_COLUMNS = ("input", "network output", "blended (as glcic complete)", "original")
 OWN_COLUMNS = ("your image and mask", "completed (as glcic complete)")
@@ -49,6 +49,7 @@ def pipeline_model(
         train_image_size=config.image_size,
         hole_size_range=(config.hole_min, config.hole_max),
         context_shift=context_shift,
+        border_blend=border_blend_for(config),
     )
     return CompletionModel(network, metadata)
 
