@@ -3,7 +3,8 @@
 The development set (BSDS500) and NVIDIA's masks carry research-only terms and stay out of the
 repository, so the model card's pictures come from here instead: the public-domain and CC0
 photos under examples/, each paired with one seeded free-form mask per hole-ratio bin, scored
-and rendered by `glcic-eval` itself (the same pairing rule, metrics and montage as the dev set).
+and rendered by `glcic-eval` itself (the same pairing rule, metrics and montage as the dev set),
+in float32 so that the card's numbers do not depend on the CPU.
 
     python recipes/sample_montage.py --model glcic/models/default.safetensors --out DIR
 """
@@ -72,7 +73,7 @@ def main() -> int:
     images, masks = write_inputs(args.out)
     return glcic_eval(
         ["--images", str(images), "--masks", str(masks), "--model", str(args.model),
-         "--baseline", "telea,ns", "--out", str(args.out)]
+         "--baseline", "telea,ns", "--precision", "float32", "--out", str(args.out)]
     )  # fmt: skip
 
 
