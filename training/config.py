@@ -187,8 +187,9 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     "paper": Preset("Iizuka et al. (2017) exactly: width 1, 256x256 crops, batch 96, 500k steps"),
     # The shape and schedule of recipes/default-model.toml, which made glcic 0.1.0's first
-    # default model on a 2-core CPU (today's default trained on from it: recipes/sharp-l1.toml). Its notes: holes confined to a 64 px patch (this preset's first version)
-    # left large free-form holes, which users select, painted with saturated colour.
+    # default model on a 2-core CPU (today's default trained on from it: recipes/sharp-l1.toml).
+    # Its notes: holes confined to a 64 px patch (this preset's first version) left large
+    # free-form holes, which users select, painted with saturated colour.
     "cpu-small": Preset(
         "for 2-core CPU machines, the first default model's recipe: half width (a quarter "
         "of the compute), 128x128 crops from images rescaled to 128-192 px, holes 24-96 px "
