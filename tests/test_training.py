@@ -395,21 +395,25 @@ def test_export_names_the_data_and_blends_the_border_as_the_run_trained(
     tmp_path, data_dir, monkeypatch
 ) -> None:
     """A file to publish names its data and its starting model instead of this machine's
-    paths, and a poisson-l1 run (whose loss blends with the image edge free) asks the
-    pipeline to blend its fills the same way."""
+    paths. The image-edge blend: a poisson-l1 run from scratch (whose loss blends with the edge
+    free) asks for "mirror"; a fine-tuned run keeps its init model's, as it keeps the context
+    shift; `--border-blend` overrides both."""
     monkeypatch.setenv("GLCIC_HOME", str(tmp_path / "home"))
-    plain, blended = tmp_path / "plain", tmp_path / "blended"
-    assert main(["--data", str(data_dir), "--out", str(plain), *TINY, "--export", "base"]) == 0
-    argv = ["--data", str(data_dir), "--out", str(blended), *TINY, "--init", "base"]
-    assert main([*argv, "--reconstruction-loss", "poisson-l1"]) == 0
-    base = load_model(tmp_path / "home" / "models" / "base.safetensors").metadata
-    assert base.border_blend == "telea" and str(data_dir) in base.provenance.data
+    l1 = ["--reconstruction-loss", "poisson-l1"]
+    scratch, tuned_run = tmp_path / "scratch", tmp_path / "tuned"
+    assert main(["--data", str(data_dir), "--out", str(scratch), *TINY, *l1, "--export", "l1"]) == 0
+    from_scratch = load_model(tmp_path / "home" / "models" / "l1.safetensors").metadata
+    assert from_scratch.border_blend == "mirror" and str(data_dir) in from_scratch.provenance.data
+    assert main(["export", str(scratch), "--name", "pinned", "--border-blend", "telea"]) == 0
+    argv = ["--data", str(data_dir), "--out", str(tuned_run), *TINY, *l1, "--init", "pinned"]
+    assert main(argv) == 0
+    assert "init_border_blend" in load_latest_checkpoint(tuned_run)
 
     out = tmp_path / "tuned.safetensors"
     names = ["--data-names", "our retouching archive", "--init-name", "glcic's base model"]
-    assert main(["export", str(blended), "--out", str(out), *names]) == 0
+    assert main(["export", str(tuned_run), "--out", str(out), *names]) == 0
     tuned = load_model(out).metadata
-    assert tuned.border_blend == "mirror"
+    assert tuned.border_blend == "telea"  # inherited from "pinned", not chosen by the loss
     assert tuned.provenance.data == "our retouching archive"
     assert (
         tuned.provenance.source
@@ -417,12 +421,11 @@ def test_export_names_the_data_and_blends_the_border_as_the_run_trained(
     )
     assert str(tmp_path) not in json.dumps(tuned.to_json())
     assert "Fine-tuned from glcic's base model" in tuned.provenance.licence  # its terms follow
-    assert (
-        main(["export", str(blended), "--out", str(out), "--force", "--border-blend", "telea"]) == 0
-    )
-    assert load_model(out).metadata.border_blend == "telea"
+    override = ["export", str(tuned_run), "--out", str(out), "--force", "--border-blend"]
+    assert main([*override, "mirror"]) == 0
+    assert load_model(out).metadata.border_blend == "mirror"
     with pytest.raises(SystemExit) as exit_info:
-        main(["export", str(blended), "--out", str(out), "--force", "--border-blend", "smear"])
+        main([*override, "smear"])
     assert exit_info.value.code == 2
 
 

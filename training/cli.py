@@ -165,8 +165,8 @@ def _add_export_arguments(parser: argparse.ArgumentParser) -> None:
         choices=BORDER_BLENDS,
         default=None,
         help="how completion blends a hole at the image edge: pinned to a fast-marching fill "
-        "(telea) or left free (mirror). Default: mirror for runs trained with the poisson-l1 "
-        "loss, which teaches the network its colours there; telea otherwise",
+        "(telea) or left free (mirror). Default: the --init model's; for a run from scratch, "
+        "mirror after the poisson-l1 loss (it trains for it), telea otherwise",
     )
 
     parser.add_argument(

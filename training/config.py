@@ -402,9 +402,14 @@ def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def border_blend_for(config: TrainConfig) -> str:
-    """How the pipeline should blend a run's fills at the image edge: "mirror" where it trained
-    on the `poisson-l1` loss, which blends with the edge free and so taught the network its
-    colours there; otherwise "telea", the safe choice for networks whose output at their input's
-    edge was never scored after blending (glcic.blending.BORDER_BLENDS)."""
+def border_blend_for(config: TrainConfig, inherited: str | None = None) -> str:
+    """How the pipeline should blend a run's fills at the image edge (glcic.blending's
+    BORDER_BLENDS). A fine-tuned run keeps its `--init` model's (`inherited`), as it keeps the
+    context shift: the measured choice for those weights (the default model's was measured with
+    benchmarks/border_band.py), which a short fine-tuning does not overturn. A run from scratch:
+    "mirror" where it trained on the `poisson-l1` loss, which blends with the edge free and so
+    teaches the network its colours there; otherwise "telea", the safe choice for networks whose
+    output at their input's edge was never scored after blending."""
+    if inherited is not None:
+        return inherited
     return "mirror" if config.reconstruction_loss == "poisson-l1" else "telea"

@@ -121,7 +121,7 @@ def inherited_context_shift(state: dict[str, Any]) -> float:
 
 def trained_border_blend(state: dict[str, Any]) -> str:
     """How the pipeline should blend this run's fills at the image edge (`border_blend_for`)."""
-    return border_blend_for(TrainConfig(**state["config"]))
+    return border_blend_for(TrainConfig(**state["config"]), state.get("init_border_blend"))
 
 
 def export_warnings(

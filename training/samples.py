@@ -40,6 +40,7 @@ def pipeline_model(
     mean: tuple[float, float, float],
     config: TrainConfig,
     context_shift: float,
+    border_blend: str | None = None,
 ) -> CompletionModel:
     """The training network (in eval mode) as the pipeline's model: the same metadata an
     export of this run would carry, so the pipeline crops, scales and shifts as it will."""
@@ -49,7 +50,7 @@ def pipeline_model(
         train_image_size=config.image_size,
         hole_size_range=(config.hole_min, config.hole_max),
         context_shift=context_shift,
-        border_blend=border_blend_for(config),
+        border_blend=border_blend or border_blend_for(config),
     )
     return CompletionModel(network, metadata)
 

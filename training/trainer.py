@@ -48,7 +48,7 @@ from glcic.training.checkpoint import (
     rng_state,
     save_checkpoint,
 )
-from glcic.training.config import TrainConfig
+from glcic.training.config import TrainConfig, border_blend_for
 from glcic.training.data import (
     DataError,
     EpochStream,
@@ -189,6 +189,7 @@ class Trainer:
         self.init_origin = ""
         self.init_licence = ""
         self.init_context_shift = 0.0
+        self.init_border_blend: str | None = None
         self.elapsed_before = 0.0
         self.speeds = PhaseSpeeds()
         self.metrics: MetricsWriter | None = None
@@ -205,6 +206,7 @@ class Trainer:
                 self.init_origin = init_model.metadata.provenance.source
                 self.init_licence = init_model.metadata.provenance.licence
                 self.init_context_shift = init_model.metadata.context_shift
+                self.init_border_blend = init_model.metadata.border_blend
                 log.info("fine-tuning from %s", self.init_source)
             else:
                 self.mean = mean_colour(usable, config.mean_images, config.seed)
@@ -266,6 +268,7 @@ class Trainer:
         self.init_origin = state.get("init_origin")
         self.init_licence = state.get("init_licence", "")
         self.init_context_shift = float(state.get("init_context_shift", 0.0))
+        self.init_border_blend = state.get("init_border_blend")
         self.sample_case = self.sample_case or (
             (Path(state["sample_case"][0]), Path(state["sample_case"][1]))
             if state.get("sample_case")
@@ -285,6 +288,8 @@ class Trainer:
         extra: dict[str, Any] = {}
         if self.init_origin is not None:  # None: a resumed run from before it was recorded
             extra["init_origin"] = self.init_origin
+        if self.init_border_blend is not None:
+            extra["init_border_blend"] = self.init_border_blend
         if self.sample_case is not None:
             extra["sample_case"] = [str(p) for p in self.sample_case]
         return {
@@ -468,7 +473,13 @@ class Trainer:
         signal.signal(signal.SIGTERM, request_stop)
 
     def _pipeline_model(self) -> CompletionModel:
-        return pipeline_model(self.completion, self.mean, self.config, self.init_context_shift)
+        return pipeline_model(
+            self.completion,
+            self.mean,
+            self.config,
+            self.init_context_shift,
+            border_blend_for(self.config, self.init_border_blend),
+        )
 
     @contextlib.contextmanager
     def _inference(self):
