@@ -405,6 +405,8 @@ def test_export_names_the_data_and_blends_the_border_as_the_run_trained(
     from_scratch = load_model(tmp_path / "home" / "models" / "l1.safetensors").metadata
     assert from_scratch.border_blend == "mirror" and str(data_dir) in from_scratch.provenance.data
     assert main(["export", str(scratch), "--name", "pinned", "--border-blend", "telea"]) == 0
+    # A run from scratch has no init model to name: saying so would forge its provenance.
+    assert main(["export", str(scratch), "--name", "forged", "--init-name", "someone's"]) == 2
     argv = ["--data", str(data_dir), "--out", str(tuned_run), *TINY, *l1, "--init", "pinned"]
     assert main(argv) == 0
     assert "init_border_blend" in load_latest_checkpoint(tuned_run)

@@ -219,6 +219,8 @@ def export_run(
     """
     target = export_target(name, out, force)
     state = load_latest_checkpoint(run_dir)
+    if init_name and not state.get("init_source"):
+        raise ExportError(f"--init-name: {run_dir} was not fine-tuned from a model (no --init)")
     for message in export_warnings(state, name if out is None else None, run_dir):
         (warn or (lambda text: None))(message)
     shift = inherited_context_shift(state) if context_shift is None else context_shift
