@@ -18,17 +18,14 @@ import numpy as np
 
 #: Telea's neighbourhood radius. The authors' code uses 1; the fill only seeds the Poisson solve.
 TELEA_RADIUS = 1
-#: Along a pinned edge a hole touches, the seed within EDGE_SEED_BAND px of it comes from
-#: Navier-Stokes inpainting with radius EDGE_SEED_RADIUS instead of Telea's radius 1. On 30 dev
-#: photos with border-touching masks (benchmarks/border_band.py) the default model's border
-#: band fell from 14.8 to 10.6 (median 8.3 to 6.7; the inside at the band's distances 9.6 to
-#: 7.3), and on 40 other pairs from 12.3 to 9.2; radius 1, 3 and 5 gave 10.8, 10.4 and 10.5 at
-#: 16, 55 and 134 ms more than radius 2's 28 (a 56 % mask on a 481x321 photo). Telea at radius
-#: 5 gained less (13.1) and is 4 levels off on flat colour; a wider Telea everywhere cost 1.3 %
-#: of hole L1 on the dev set, whose holes stay clear of the border and are seeded as before.
-#: EDGE_SEED_BAND 0 turns it off (the seed of glcic 0.1.0).
-EDGE_SEED_RADIUS = 2
-EDGE_SEED_BAND = 4
+#: The seed (inpainting method, radius) of a hole that touches a pinned edge. The solver takes
+#: the seed as it is along that edge (the padding and the clone mask's eroded rim), so the fill
+#: is pinned to it there. On 30 dev photos with border-touching masks (benchmarks/border_band.py)
+#: Navier-Stokes at radius 2 instead of Telea's radius 1 lowered the default model's border band
+#: from 14.8 to 10.5 (median 8.3 to 6.7; the inside at the band's distances 9.6 to 7.4), and on
+#: 40 other pairs from 12.3 to 9.2, in the same time. Holes clear of the border keep Telea's
+#: seed: a wider Telea there cost 1.3 % of hole L1 on the dev set (BENCHMARKS.md).
+BORDER_SEED = (cv2.INPAINT_NS, 2)
 _PAD = 4
 _MIN_SIDE = 3
 _GROW = 2
@@ -88,16 +85,10 @@ def poisson_blend(
     if any(mirrored):  # the seed, mirrored: marching over the padding costs up to 9x the time
         seeded = pad(cv2.inpaint(known, hole, TELEA_RADIUS, cv2.INPAINT_TELEA))
     else:
-        seeded = cv2.inpaint(padded_known, padded_hole, TELEA_RADIUS, cv2.INPAINT_TELEA)
-        if EDGE_SEED_BAND > 0 and any(_touched_sides(hole)):
-            # Along a pinned edge the solver follows the seed itself (the mask's eroded rim and
-            # the padding): seed it there with a smoother fill to pin to.
-            wide = cv2.inpaint(padded_known, padded_hole, EDGE_SEED_RADIUS, cv2.INPAINT_NS)
-            rim = _PAD + EDGE_SEED_BAND
-            height, width = hole.shape
-            inner = np.zeros(padded_hole.shape, bool)
-            inner[rim : _PAD + height - EDGE_SEED_BAND, rim : _PAD + width - EDGE_SEED_BAND] = True
-            seeded[~inner] = wide[~inner]
+        method, radius = (
+            BORDER_SEED if any(_touched_sides(hole)) else (cv2.INPAINT_TELEA, TELEA_RADIUS)
+        )
+        seeded = cv2.inpaint(padded_known, padded_hole, radius, method)
     # The solver's boundary values come from the clone mask's outer ring: grow the mask so that
     # ring lies on known pixels, where the network fill and the original agree.
     grow = np.ones((2 * _GROW + 1, 2 * _GROW + 1), np.uint8)

@@ -44,7 +44,7 @@ def test_mirror_keeps_the_fills_structure_up_to_the_image_edge(photo, box) -> No
     mirrored = _hole_error(poisson_blend(photo, fill, hole, "mirror"), photo, hole)
     pinned = _hole_error(poisson_blend(photo, fill, hole, "telea"), photo, hole)
     assert exact < 2.0, exact
-    assert pinned > 2 * mirrored, (pinned, mirrored)
+    assert pinned > 1.5 * mirrored, (pinned, mirrored)
 
 
 @pytest.mark.parametrize("gap", [1, 2, 3, 4, 5, 8])

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -170,15 +171,16 @@ def test_the_pipeline_still_gives_the_recorded_evaluation(shipped) -> None:
 def test_the_border_band_is_smaller_than_with_the_old_edge_seed(shipped, monkeypatch) -> None:
     """Issue 15's border band on a real dev pair: BSDS500 102061 (a castle over water) with a
     30 % mask running into the left edge, the worst band of benchmarks/border_band.py's first
-    ten pairs. The smoother seed along a pinned edge (glcic.blending's EDGE_SEED_BAND) must keep
-    the band's colour cast clearly under what the narrow fast-marching seed everywhere (glcic
-    0.1.0's) gave. (It does not remove the band: see the model card's known limits.)"""
+    ten pairs. The smoother seed of holes at a pinned edge (glcic.blending's BORDER_SEED) must
+    keep the band's colour cast clearly under what the narrow fast-marching seed everywhere
+    (glcic 0.1.0's) gave. (It does not remove the band: see the model card's known limits.)"""
     truth = np.asarray(Image.open(shared_data("dev/bsds500-val") / "102061.jpg").convert("RGB"))
     mask = load_mask(shared_data("masks/nvidia-irregular") / "07014.png", *truth.shape[:2])
     hole = mask > 0
     assert hole[:, 0].any()  # the hole touches the image's left edge
     band, _, _ = band_and_inside(complete(truth, mask, shipped), truth, hole)
-    monkeypatch.setattr(glcic.blending, "EDGE_SEED_BAND", 0)
+    old_seed = (cv2.INPAINT_TELEA, glcic.blending.TELEA_RADIUS)
+    monkeypatch.setattr(glcic.blending, "BORDER_SEED", old_seed)
     narrow, _, _ = band_and_inside(complete(truth, mask, shipped), truth, hole)
     assert band < 0.95 * narrow, (band, narrow)
 
