@@ -70,8 +70,11 @@ def poisson_blend(
         # OpenCV's solver needs a few pixels each way; a strip that thin has nothing to blend.
         return network_fill.copy()
     # Mirrored: the image edges the hole reaches, for models that ask for it; the rest pinned.
-    touched = _touched_sides(hole) if border == "mirror" else (False, False, False, False)
-    mirrored = tuple(edge and side for edge, side in zip(image_edges, touched, strict=True))
+    touched = _touched_sides(hole)
+    mirrored = tuple(
+        border == "mirror" and edge and side
+        for edge, side in zip(image_edges, touched, strict=True)
+    )
     edge_parts, (top, bottom, left, right) = _mirrored_parts(hole, mirrored, mirror_depth)
 
     def pad(image: np.ndarray) -> np.ndarray:
@@ -85,9 +88,7 @@ def poisson_blend(
     if any(mirrored):  # the seed, mirrored: marching over the padding costs up to 9x the time
         seeded = pad(cv2.inpaint(known, hole, TELEA_RADIUS, cv2.INPAINT_TELEA))
     else:
-        method, radius = (
-            BORDER_SEED if any(_touched_sides(hole)) else (cv2.INPAINT_TELEA, TELEA_RADIUS)
-        )
+        method, radius = BORDER_SEED if any(touched) else (cv2.INPAINT_TELEA, TELEA_RADIUS)
         seeded = cv2.inpaint(padded_known, padded_hole, radius, method)
     # The solver's boundary values come from the clone mask's outer ring: grow the mask so that
     # ring lies on known pixels, where the network fill and the original agree.
