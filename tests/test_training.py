@@ -263,6 +263,17 @@ def test_resume_applies_a_new_learning_rate(tmp_path: Path, data_dir: Path) -> N
         assert [g["lr"] for g in state[key]["param_groups"]] == [0.25]
 
 
+def test_resume_logs_each_changed_setting(tmp_path: Path, data_dir: Path) -> None:
+    run = tmp_path / "run"
+    assert main(["--data", str(data_dir), "--out", str(run), *TINY, "--stop-at", "2"]) == 0
+    assert main(["--out", str(run), "--resume", "--stop-at", "3"]) == 0
+    assert "resumed with the run's own settings" in (run / "train.log").read_text()
+    assert main(["--out", str(run), "--resume", "--lr-drop-step", "3", "--stop-at", "4"]) == 0
+    log_text = (run / "train.log").read_text()
+    assert "resumed with changed settings: lr_drop_step 0 -> 3" in log_text
+    assert load_latest_checkpoint(run)["config"]["lr_drop_step"] == 3
+
+
 def test_resume_removes_what_a_killed_checkpoint_write_left(tmp_path: Path, data_dir: Path):
     """A SIGKILL during a checkpoint write leaves the atomic write's temporary file (hundreds of
     MB at paper size); the next start of the run removes it, and only it."""

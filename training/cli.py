@@ -239,6 +239,24 @@ def _check_resumable(saved: TrainConfig, wanted: TrainConfig, state: dict, world
         )
 
 
+def describe_resume_changes(saved: TrainConfig, wanted: TrainConfig) -> str:
+    """One log line naming every setting a resume changes, old and new value.
+
+    A resumed run reads its settings from the checkpoint, so a flag given with --resume is the
+    only trace of a change of plan (a rate drop, a shorter phase); the log must keep it beside
+    the curves it bends.
+    """
+    old, new = saved.to_dict(), wanted.to_dict()
+    changes = [
+        f"{name} {old.get(name)!r} -> {value!r}"
+        for name, value in new.items()
+        if old.get(name) != value
+    ]
+    if not changes:
+        return "resumed with the run's own settings"
+    return "resumed with changed settings: " + ", ".join(changes)
+
+
 def _train(args: argparse.Namespace) -> int:
     distributed = distributed_from_env()
     # A run that fails before its first checkpoint (no data, a bad option, a bad resume) must
@@ -326,7 +344,9 @@ def _train_in_group(args: argparse.Namespace, distributed: Distributed) -> int:
         inherited=inheritance.values if inheritance is not None else None,
     )  # fmt: skip
     if state is not None:
-        _check_resumable(TrainConfig(**state["config"]), config, state, distributed.world)
+        saved = TrainConfig(**state["config"])
+        _check_resumable(saved, config, state, distributed.world)
+        log.info(describe_resume_changes(saved, config))
     data = args.data or ([Path(p) for p in state["data_dirs"]] if state else None)
     if not data:
         raise GlcicError("--data: give at least one image folder")
