@@ -96,9 +96,15 @@ def _info(args: argparse.Namespace) -> int:
     # that `info` describes is a file that runs.
     meta = load_model(path).metadata
     document = meta.to_json()
-    document["file"] = str(path)
-    document["size_bytes"] = path.stat().st_size
-    print(json.dumps(document, indent=2, sort_keys=True))
+    size_bytes = path.stat().st_size
+    if args.json:
+        document["file"] = str(path)
+        document["size_bytes"] = size_bytes
+        print(json.dumps(document, indent=2, sort_keys=True))
+        return 0
+    from glcic.model_listing import describe_model
+
+    print("\n".join(describe_model(path, document, size_bytes)))
     return 0
 
 
@@ -159,8 +165,15 @@ def build_parser() -> argparse.ArgumentParser:
     importer.add_argument("out", type=Path, help="the model file to write (.safetensors)")
     importer.set_defaults(handler=_import_t7)
 
-    info = commands.add_parser("info", help="print a model's metadata as JSON")
+    info = commands.add_parser(
+        "info",
+        help="describe a model: network, blending, data, licence, evaluation",
+        description="Describe a model file: its network, how its fills are blended, the data "
+        "and steps it was trained with, the terms its weights carry, and the evaluation "
+        "stored with it. --json prints the whole metadata for programs.",
+    )
     info.add_argument("model", help=MODEL_HELP)
+    info.add_argument("--json", action="store_true", help="print the metadata as JSON")
     info.set_defaults(handler=_info)
 
     lister = commands.add_parser(

@@ -7,6 +7,8 @@ each file's header (cheap, and a file whose header is bad is listed with the rea
 
 from __future__ import annotations
 
+import shutil
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -67,4 +69,60 @@ def format_models(models: list[dict[str, Any]]) -> list[str]:
         licence = (meta.get("provenance") or {}).get("licence") if meta else None
         if licence:
             lines.append(f"    licence: {licence}")
+    return lines
+
+
+def describe_model(path: Path, metadata: dict[str, Any], size_bytes: int) -> list[str]:
+    """`glcic info`'s lines for people: what the weights are, how they blend, where they came
+    from and what they may be used for, then the evaluation stored with the file.
+
+    The metadata is JSON for programs (`glcic info --json`); read raw, its licence and
+    evaluation are single lines hundreds of characters long, so here they are wrapped to the
+    terminal and the evaluation table is printed as the Markdown it is.
+    """
+    width = max(60, min(shutil.get_terminal_size((100, 24)).columns, 120))
+    provenance = metadata.get("provenance") or {}
+    holes = metadata.get("hole_size_range") or ["?", "?"]
+    steps = provenance.get("steps") or {}
+    fields = [
+        ("file", f"{path} ({size_bytes / 1e6:.1f} MB)"),
+        (
+            "network",
+            f"width {metadata.get('width')} of the paper's, trained on "
+            f"{metadata.get('train_image_size')} px crops with holes of {holes[0]}-{holes[1]} px",
+        ),
+        (
+            "completion",
+            f"context shift {metadata.get('context_shift', 0.0)}, "
+            f"image edges blended by {metadata.get('border_blend', 'telea')}",
+        ),
+        ("made by", provenance.get("source", "")),
+        ("data", provenance.get("data", "")),
+        ("steps", ", ".join(f"{phase} {count:,}" for phase, count in steps.items())),
+        ("licence", provenance.get("licence", "")),
+        ("notes", metadata.get("notes", "")),
+    ]
+    label_width = max(len(label) for label, _ in fields) + 2
+    lines = []
+    for label, value in fields:
+        if not value:
+            continue
+        lines.extend(
+            textwrap.wrap(
+                str(value),
+                width=width,
+                initial_indent=label.ljust(label_width),
+                subsequent_indent=" " * label_width,
+                break_on_hyphens=False,
+            )
+        )
+    extra = metadata.get("extra") or {}
+    evaluation = extra.get("evaluation")
+    if isinstance(evaluation, str) and evaluation.strip():
+        lines += ["", "evaluation stored with the file:"]
+        for line in evaluation.strip().splitlines():
+            # Table rows stay whole (a wrapped row is no row); prose is wrapped.
+            lines.extend([line] if line.startswith("|") else textwrap.wrap(line, width) or [""])
+    if "training_config" in extra:
+        lines += ["", "the full training configuration: glcic info --json"]
     return lines

@@ -134,9 +134,25 @@ def test_size_mismatch_is_reported(tmp_path, inputs, tiny_model_file) -> None:
 
 
 def test_info_prints_metadata(tiny_model_file) -> None:
-    result = run_glcic("info", str(tiny_model_file))
+    result = run_glcic("info", str(tiny_model_file), "--json")
     assert result.returncode == 0
     assert json.loads(result.stdout)["width"] == 0.125
+
+
+def test_info_describes_the_default_model_for_people() -> None:
+    """Plain `glcic info` is for reading: labelled, wrapped lines and the stored table."""
+    result = run_glcic("info", "default")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("file ") and "default.safetensors" in lines[0]
+    assert any(line.startswith("network ") and "width 0.5" in line for line in lines)
+    assert any(line.startswith("steps ") and "joint " in line for line in lines)
+    assert any(line.startswith("licence ") for line in lines)
+    assert "evaluation stored with the file:" in lines
+    assert any(line.startswith("| 1-10% |") for line in lines)
+    prose = [line for line in lines if not line.startswith("|")]
+    assert max(map(len, prose)) <= 120
+    assert "{" not in result.stdout  # not JSON
 
 
 def test_info_validates_the_file_as_loading_does(tmp_path, tiny_model_file) -> None:

@@ -143,9 +143,9 @@ def test_glcic_daemon_models_falls_back_to_the_folder(home: Path, capsys) -> Non
 
 def test_glcic_info_takes_a_name_and_default(home: Path, capsys) -> None:
     mine = save_tiny(home, "mine")
-    assert cli.main(["info", "mine"]) == 0
+    assert cli.main(["info", "mine", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["file"] == str(mine)
-    assert cli.main(["info", "default"]) == 0
+    assert cli.main(["info", "default", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["file"] == str(default_model.PACKAGED_MODEL)
     assert cli.main(["info", "nosuch"]) == 2
     assert capsys.readouterr().err.startswith(
