@@ -495,6 +495,30 @@ def test_hole_gradient_measures_texture_inside_the_eroded_hole_only() -> None:
     assert math.isnan(metrics.hole_gradient(textured, thin))
 
 
+def test_hole_checker_answers_a_weave_and_not_a_ramp_or_an_edge() -> None:
+    rows, columns = np.mgrid[0:64, 0:64]
+    mask = np.zeros((64, 64), np.uint8)
+    mask[8:56, 8:56] = 255
+
+    def grey(values: np.ndarray) -> np.ndarray:
+        return np.repeat(values.astype(np.uint8)[:, :, None], 3, axis=2)
+
+    ramp = grey(2 * columns + rows)
+    edge = grey(np.where(columns < 32, 60, 200))
+    checker_2px = grey(np.where((rows + columns) % 2 == 0, 100, 140))
+    checker_4px = grey(np.where((rows // 2 + columns // 2) % 2 == 0, 100, 140))
+    assert metrics.hole_checker(ramp, mask, 1) == 0
+    assert metrics.hole_checker(edge, mask, 1) == 0  # a straight edge cancels
+    assert metrics.hole_checker(checker_2px, mask, 1) == pytest.approx(80)  # 2 x (140 - 100)
+    assert metrics.hole_checker(checker_4px, mask, 2) == pytest.approx(80)
+    # Sobel's central difference cannot see a 2-px checkerboard at all, a 4-px one it can.
+    assert metrics.hole_gradient(checker_2px, mask) == 0
+    assert metrics.hole_gradient(checker_4px, mask) > 0
+    thin = np.zeros((64, 64), np.uint8)
+    thin[10:13, :] = 255
+    assert math.isnan(metrics.hole_checker(checker_2px, thin, 1))
+
+
 def test_detail_ratio_is_a_ratio_of_means_over_defined_pairs() -> None:
     fills = np.array([1.0, 3.0, np.nan, 5.0])
     truths = np.array([2.0, 10.0, 4.0, np.nan])

@@ -107,6 +107,27 @@ def hole_gradient(image: np.ndarray, mask: np.ndarray) -> float:
     return float(cv2.magnitude(dx, dy)[inner].mean())
 
 
+def hole_checker(image: np.ndarray, mask: np.ndarray, lag: int) -> float:
+    """Mean mixed second difference of `image`'s luma at `lag`, |x[i,j] - x[i+lag,j] -
+    x[i,j+lag] + x[i+lag,j+lag]|, over the hole eroded as for `hole_gradient` (NaN likewise).
+
+    A checkerboard of period 2 x lag answers it at full strength while blur, ramps and edges
+    along either axis cancel in it: over the same pixels, its ratio to the photo's, divided by
+    the detail ratio, tells a fill's regular weave (the transposed convolutions' artefact under
+    an adversarial loss) from the photo's own texture (`benchmarks/fill_texture.py`).
+    """
+    hole = _hole(mask, image)
+    size = 2 * DETAIL_ERODE + 1
+    inner = cv2.erode(hole.view(np.uint8), np.ones((size, size), np.uint8)) > 0
+    inner[-lag:, :] = False
+    inner[:, -lag:] = False
+    if not inner.any():
+        return float("nan")
+    grey = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY).astype(np.float32)
+    mixed = np.abs(grey[:-lag, :-lag] - grey[lag:, :-lag] - grey[:-lag, lag:] + grey[lag:, lag:])
+    return float(mixed[inner[:-lag, :-lag]].mean())
+
+
 def detail_ratio(fill_gradients: np.ndarray, truth_gradients: np.ndarray) -> float:
     """Mean hole gradient of a method's fills over that of the real photos, on the pairs where
     both are defined: 1 is the photos' own texture, 0 a flat fill. A ratio of means, not a mean
