@@ -62,7 +62,14 @@ def fill_over_truth(method: Method, photos: int) -> list[float]:
                 values[0].append(hole_gradient(image, mask))
                 for row, lag in enumerate(LAGS, start=1):
                     values[row].append(hole_checker(image, mask, lag))
-    return [detail_ratio(np.array(f), np.array(t)) for f, t in zip(fills, truths, strict=True)]
+    # Every ratio over the same pairs: a pair where any measure is undefined (a hole too thin
+    # for the erosion, or left only in the image's last row) is dropped from all of them.
+    fill_rows, truth_rows = np.array(fills), np.array(truths)
+    defined = np.isfinite(fill_rows).all(axis=0) & np.isfinite(truth_rows).all(axis=0)
+    return [
+        detail_ratio(fill_row[defined], truth_row[defined])
+        for fill_row, truth_row in zip(fill_rows, truth_rows, strict=True)
+    ]
 
 
 def main() -> int:
@@ -81,7 +88,7 @@ def main() -> int:
         else:
             method = model_method(load_model(resolve_model(name), precision=args.precision))
         sobel, *mixed = fill_over_truth(method, args.photos)
-        weaves = [value / sobel for value in mixed]
+        weaves = [value / sobel if sobel > 0 else float("nan") for value in mixed]
         print(f"| {Path(name).name} | {sobel:.3f} | "
               + " | ".join(f"{value:.3f}" for value in mixed) + " | "
               + " | ".join(f"{value:.2f}" for value in weaves) + " |", flush=True)  # fmt: skip

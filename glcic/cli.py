@@ -89,6 +89,7 @@ def _import_t7(args: argparse.Namespace) -> int:
 
 def _info(args: argparse.Namespace) -> int:
     from glcic.model_file import load_model
+    from glcic.model_listing import describe_model
     from glcic.model_names import resolve_model
 
     path = resolve_model(args.model)
@@ -102,8 +103,6 @@ def _info(args: argparse.Namespace) -> int:
         document["size_bytes"] = size_bytes
         print(json.dumps(document, indent=2, sort_keys=True))
         return 0
-    from glcic.model_listing import describe_model
-
     print("\n".join(describe_model(path, document, size_bytes)))
     return 0
 

@@ -85,15 +85,14 @@ def describe_model(path: Path, metadata: dict[str, Any], size_bytes: int) -> lis
     holes = metadata.get("hole_size_range") or ["?", "?"]
     steps = provenance.get("steps") or {}
     fields = [
-        ("file", f"{path} ({size_bytes / 1e6:.1f} MB)"),
         (
             "network",
-            f"width {metadata.get('width')} of the paper's, trained on "
+            f"width {metadata.get('width'):g} of the paper's, trained on "
             f"{metadata.get('train_image_size')} px crops with holes of {holes[0]}-{holes[1]} px",
         ),
         (
             "completion",
-            f"context shift {metadata.get('context_shift', 0.0)}, "
+            f"context shift {metadata.get('context_shift', 0.0):g}, "
             f"image edges blended by {metadata.get('border_blend', 'telea')}",
         ),
         ("made by", provenance.get("source", "")),
@@ -103,7 +102,8 @@ def describe_model(path: Path, metadata: dict[str, Any], size_bytes: int) -> lis
         ("notes", metadata.get("notes", "")),
     ]
     label_width = max(len(label) for label, _ in fields) + 2
-    lines = []
+    # The path stays on one line, whatever its length, so it can be copied.
+    lines = ["file".ljust(label_width) + f"{path} ({size_bytes / 1e6:.1f} MB)"]
     for label, value in fields:
         if not value:
             continue
@@ -114,6 +114,7 @@ def describe_model(path: Path, metadata: dict[str, Any], size_bytes: int) -> lis
                 initial_indent=label.ljust(label_width),
                 subsequent_indent=" " * label_width,
                 break_on_hyphens=False,
+                break_long_words=False,
             )
         )
     extra = metadata.get("extra") or {}
@@ -122,7 +123,13 @@ def describe_model(path: Path, metadata: dict[str, Any], size_bytes: int) -> lis
         lines += ["", "evaluation stored with the file:"]
         for line in evaluation.strip().splitlines():
             # Table rows stay whole (a wrapped row is no row); prose is wrapped.
-            lines.extend([line] if line.startswith("|") else textwrap.wrap(line, width) or [""])
+            if line.lstrip().startswith("|"):
+                lines.append(line)
+            else:
+                wrapped = textwrap.wrap(line, width, break_on_hyphens=False, break_long_words=False)
+                lines.extend(wrapped or [""])
+    elif evaluation is not None:
+        lines += ["", "an evaluation is stored with the file: glcic info --json"]
     if "training_config" in extra:
         lines += ["", "the full training configuration: glcic info --json"]
     return lines

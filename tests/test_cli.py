@@ -155,6 +155,17 @@ def test_info_describes_the_default_model_for_people() -> None:
     assert "{" not in result.stdout  # not JSON
 
 
+def test_info_describes_a_bare_model_without_inventing_fields(tiny_model_file) -> None:
+    result = run_glcic("info", str(tiny_model_file))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    megabytes = tiny_model_file.stat().st_size / 1e6
+    assert lines[0] == f"file        {tiny_model_file} ({megabytes:.1f} MB)"  # never wrapped
+    assert any(line.startswith("network ") and "width 0.125 " in line for line in lines)
+    assert not any(line.startswith("steps ") for line in lines)
+    assert "evaluation stored with the file:" not in lines
+
+
 def test_info_validates_the_file_as_loading_does(tmp_path, tiny_model_file) -> None:
     """`info` used to describe broken files and exit 0; now it refuses what loading refuses."""
     data = tiny_model_file.read_bytes()

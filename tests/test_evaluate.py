@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -517,6 +518,16 @@ def test_hole_checker_answers_a_weave_and_not_a_ramp_or_an_edge() -> None:
     thin = np.zeros((64, 64), np.uint8)
     thin[10:13, :] = 255
     assert math.isnan(metrics.hole_checker(checker_2px, thin, 1))
+    # An eroded hole left only in the image's last row has no full window: NaN, no warning.
+    bottom = np.zeros((64, 64), np.uint8)
+    bottom[-3:, :] = 255
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert math.isnan(metrics.hole_checker(checker_2px, bottom, 1))
+    # Windows wider than the erosion would read pixels outside the hole.
+    for lag in (0, 3):
+        with pytest.raises(ValueError, match="lag must be 1 to 2"):
+            metrics.hole_checker(checker_2px, mask, lag)
 
 
 def test_detail_ratio_is_a_ratio_of_means_over_defined_pairs() -> None:

@@ -272,6 +272,9 @@ def test_resume_logs_each_changed_setting(tmp_path: Path, data_dir: Path) -> Non
     log_text = (run / "train.log").read_text()
     assert "resumed with changed settings: lr_drop_step 0 -> 3" in log_text
     assert load_latest_checkpoint(run)["config"]["lr_drop_step"] == 3
+    other = _write_images(tmp_path / "other", seed=1)
+    assert main(["--data", str(other), "--out", str(run), "--resume", "--stop-at", "5"]) == 0
+    assert f"resumed on other data: {data_dir} -> {other}" in (run / "train.log").read_text()
 
 
 def test_resume_removes_what_a_killed_checkpoint_write_left(tmp_path: Path, data_dir: Path):

@@ -348,6 +348,11 @@ def _train_in_group(args: argparse.Namespace, distributed: Distributed) -> int:
         _check_resumable(saved, config, state, distributed.world)
         log.info(describe_resume_changes(saved, config))
     data = args.data or ([Path(p) for p in state["data_dirs"]] if state else None)
+    if state is not None and args.data and [str(p) for p in args.data] != state["data_dirs"]:
+        log.info(
+            "resumed on other data: %s -> %s",
+            ", ".join(state["data_dirs"]), ", ".join(map(str, args.data)),
+        )  # fmt: skip
     if not data:
         raise GlcicError("--data: give at least one image folder")
     if inheritance is not None:

@@ -114,8 +114,12 @@ def hole_checker(image: np.ndarray, mask: np.ndarray, lag: int) -> float:
     A checkerboard of period 2 x lag answers it at full strength while blur, ramps and edges
     along either axis cancel in it: over the same pixels, its ratio to the photo's, divided by
     the detail ratio, tells a fill's regular weave (the transposed convolutions' artefact under
-    an adversarial loss) from the photo's own texture (`benchmarks/fill_texture.py`).
+    an adversarial loss) from the photo's own texture (`benchmarks/fill_texture.py`). Each
+    pixel's window reaches `lag` pixels right and down, so `lag` may not exceed the erosion: the
+    window then stays inside the hole.
     """
+    if not 1 <= lag <= DETAIL_ERODE:
+        raise ValueError(f"lag must be 1 to {DETAIL_ERODE} (the hole's erosion), not {lag}")
     hole = _hole(mask, image)
     size = 2 * DETAIL_ERODE + 1
     inner = cv2.erode(hole.view(np.uint8), np.ones((size, size), np.uint8)) > 0
