@@ -93,12 +93,16 @@ def ssim(result: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> float:
     return float(ssim_map(result, truth)[hole].mean())
 
 
+def _detail_region(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The hole eroded by `DETAIL_ERODE` pixels, where texture measures look."""
+    size = 2 * DETAIL_ERODE + 1
+    return cv2.erode(_hole(mask, image).view(np.uint8), np.ones((size, size), np.uint8)) > 0
+
+
 def hole_gradient(image: np.ndarray, mask: np.ndarray) -> float:
     """Mean Sobel gradient magnitude of `image`'s luma over the hole eroded by `DETAIL_ERODE`
     pixels (NaN where erosion leaves nothing: a hole too thin to hold texture)."""
-    hole = _hole(mask, image)
-    size = 2 * DETAIL_ERODE + 1
-    inner = cv2.erode(hole.view(np.uint8), np.ones((size, size), np.uint8)) > 0
+    inner = _detail_region(image, mask)
     if not inner.any():
         return float("nan")
     grey = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY).astype(np.float32)
@@ -120,9 +124,7 @@ def hole_checker(image: np.ndarray, mask: np.ndarray, lag: int) -> float:
     """
     if not 1 <= lag <= DETAIL_ERODE:
         raise ValueError(f"lag must be 1 to {DETAIL_ERODE} (the hole's erosion), not {lag}")
-    hole = _hole(mask, image)
-    size = 2 * DETAIL_ERODE + 1
-    inner = cv2.erode(hole.view(np.uint8), np.ones((size, size), np.uint8)) > 0
+    inner = _detail_region(image, mask)
     inner[-lag:, :] = False
     inner[:, -lag:] = False
     if not inner.any():
