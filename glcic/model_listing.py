@@ -81,25 +81,25 @@ def describe_model(path: Path, metadata: dict[str, Any], size_bytes: int) -> lis
     terminal and the evaluation table is printed as the Markdown it is.
     """
     width = max(60, min(shutil.get_terminal_size((100, 24)).columns, 120))
-    provenance = metadata.get("provenance") or {}
-    holes = metadata.get("hole_size_range") or ["?", "?"]
-    steps = provenance.get("steps") or {}
+    # `ModelMetadata.to_json` always writes these, defaults included.
+    provenance = metadata["provenance"]
+    holes = metadata["hole_size_range"]
     fields = [
         (
             "network",
-            f"width {metadata.get('width'):g} of the paper's, trained on "
-            f"{metadata.get('train_image_size')} px crops with holes of {holes[0]}-{holes[1]} px",
+            f"width {metadata['width']:g} of the paper's, trained on "
+            f"{metadata['train_image_size']} px crops with holes of {holes[0]}-{holes[1]} px",
         ),
         (
             "completion",
-            f"context shift {metadata.get('context_shift', 0.0):g}, "
-            f"image edges blended by {metadata.get('border_blend', 'telea')}",
+            f"context shift {metadata['context_shift']:g}, "
+            f"image edges blended by {metadata['border_blend']}",
         ),
-        ("made by", provenance.get("source", "")),
-        ("data", provenance.get("data", "")),
-        ("steps", ", ".join(f"{phase} {count:,}" for phase, count in steps.items())),
-        ("licence", provenance.get("licence", "")),
-        ("notes", metadata.get("notes", "")),
+        ("made by", provenance["source"]),
+        ("data", provenance["data"]),
+        ("steps", ", ".join(f"{phase} {count:,}" for phase, count in provenance["steps"].items())),
+        ("licence", provenance["licence"]),
+        ("notes", metadata["notes"]),
     ]
     label_width = max(len(label) for label, _ in fields) + 2
     # The path stays on one line, whatever its length, so it can be copied.
@@ -117,7 +117,7 @@ def describe_model(path: Path, metadata: dict[str, Any], size_bytes: int) -> lis
                 break_long_words=False,
             )
         )
-    extra = metadata.get("extra") or {}
+    extra = metadata["extra"]
     evaluation = extra.get("evaluation")
     if isinstance(evaluation, str) and evaluation.strip():
         lines += ["", "evaluation stored with the file:"]
