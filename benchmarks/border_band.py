@@ -10,7 +10,9 @@ truth, RGB, 0-255) over the hole pixels in it: a fill that is too pink by 10 lev
 blue has a cast of 14, whatever its texture. "band" is the hole pixels within BAND px of an
 image edge the hole touches, "inside" the hole pixels farther than BAND px from every edge.
 Band pixels lie farther from known pixels than most inside ones, so the fair comparison is the
-third column: the inside pixels weighed to the band's distances from known pixels.
+third column: the inside pixels weighed to the band's distances from known pixels. Each cast is
+also split into its brightness (grey-axis) and hue parts (`split_cast`): photos darken toward
+their edges, so much of the band's cast is brightness for every fill.
 
     python benchmarks/border_band.py [--model default|telea|ns|FILE] [--photos 30]
         [--blend poisson|none] [--border-blend telea|mirror] [--precision auto|float32|bfloat16]
@@ -37,7 +39,12 @@ from glcic.blending import BORDER_BLENDS  # noqa: E402
 from glcic.model_file import CompletionModel, load_model  # noqa: E402
 from glcic.model_names import resolve_model  # noqa: E402
 from glcic.precision import PRECISIONS  # noqa: E402
-from glcic.training.border_band import BAND, band_and_inside, border_masks  # noqa: E402
+from glcic.training.border_band import (  # noqa: E402
+    BAND,
+    band_and_inside_errors,
+    border_masks,
+    split_cast,
+)
 from glcic.training.evaluate import BASELINES, Method, baseline_method, model_method  # noqa: E402
 from glcic.training.pairing import find_images, load_mask  # noqa: E402
 
@@ -54,8 +61,9 @@ def method_for(name: str, blend: str, precision: str, border: str | None = None)
 
 
 def band_casts(method: Method, photos: int) -> tuple[np.ndarray, float]:
-    """Rows of (band, inside, matched inside) casts over the first `photos` dev photos, each
-    with a border-touching mask, and the median seconds one completion took."""
+    """Casts over the first `photos` dev photos, each with a border-touching mask, as an array
+    (pair, region: band / inside / matched inside, part: cast / brightness / hue), and the
+    median seconds one completion took."""
     masks = border_masks(shared_data("masks/nvidia-irregular"))
     rows, seconds = [], []
     for index, photo_path in enumerate(find_images(shared_data("dev/bsds500-val"))[:photos]):
@@ -64,9 +72,9 @@ def band_casts(method: Method, photos: int) -> tuple[np.ndarray, float]:
         started = time.perf_counter()
         filled = method(truth, mask)
         seconds.append(time.perf_counter() - started)
-        scores = band_and_inside(filled, truth, mask > 0)
-        if scores is not None:
-            rows.append(scores)
+        errors = band_and_inside_errors(filled, truth, mask > 0)
+        if errors is not None:
+            rows.append([(np.linalg.norm(error), *split_cast(error)) for error in errors])
     return np.array(rows), float(np.median(seconds))
 
 
@@ -87,9 +95,15 @@ def main() -> int:
           f"band {BAND} px, {cpu_name()}, precision {args.precision}")  # fmt: skip
     print("| cast (0-255) | band | inside | inside, band's distances |")
     print("|---|---:|---:|---:|")
-    for name, reduce in (("mean", np.nanmean), ("median", np.nanmedian)):
-        print(f"| {name} | " + " | ".join(f"{reduce(casts[:, k]):.1f}" for k in range(3)) + " |")
-    over = [(casts[:, k] > 20).sum() for k in range(3)]
+    for name, part, reduce in (
+        ("mean", 0, np.nanmean),
+        ("median", 0, np.nanmedian),
+        ("brightness part, mean", 1, np.nanmean),
+        ("hue part, mean", 2, np.nanmean),
+    ):
+        cells = " | ".join(f"{reduce(casts[:, k, part]):.1f}" for k in range(3))
+        print(f"| {name} | {cells} |")
+    over = [(casts[:, k, 0] > 20).sum() for k in range(3)]
     print(f"| pairs over 20 | {over[0]} | {over[1]} | {over[2]} |")
     print(f"median completion time per pair: {seconds:.3f} s (the first includes warm-up)")
     return 0

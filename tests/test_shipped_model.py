@@ -25,7 +25,12 @@ from support.data import shared_data
 import glcic.blending
 from glcic import complete, load_model
 from glcic.default_model import PACKAGED_MODEL, default_model_path
-from glcic.training.border_band import band_and_inside
+from glcic.training.border_band import (
+    band_and_inside,
+    band_and_inside_errors,
+    border_masks,
+    split_cast,
+)
 from glcic.training.config import TrainConfig, load_toml
 from glcic.training.evaluate import evaluate, model_method
 from glcic.training.export import phase_steps
@@ -183,6 +188,29 @@ def test_the_border_band_is_smaller_than_with_the_old_edge_seed(shipped, monkeyp
     monkeypatch.setattr(glcic.blending, "BORDER_SEED", old_seed)
     narrow, _, _ = band_and_inside(complete(truth, mask, shipped), truth, hole)
     assert band < 0.95 * narrow, (band, narrow)
+
+
+def test_a_hole_at_the_border_gets_no_more_hue_cast_there_than_inside(shipped) -> None:
+    """Issue 15's pink and blue band was a hue cast along the image edge. On the first ten
+    pairs of benchmarks/border_band.py (dev photos with border-touching 30-60 % masks), the
+    band's mean hue cast must not exceed that of the same holes' inside at the band's distances
+    from known pixels (1.3 against 2.0 when written). The network's raw output fails it (glcic
+    0.1.0's 4.4 against 2.1, this model's 2.4 against 1.9): the blend's smooth seed along a
+    pinned edge (glcic.blending.BORDER_SEED) removes the hue. The brightness part stays larger
+    at the band for every fill, classical ones included: photos darken toward their edges (see
+    the model card's known limits)."""
+    masks = border_masks(shared_data("masks/nvidia-irregular"))
+    photos = find_images(shared_data("dev/bsds500-val"))[:10]
+    band_hues, inside_hues = [], []
+    for index, photo in enumerate(photos):
+        truth = np.asarray(Image.open(photo).convert("RGB"))
+        mask = load_mask(masks[index * 7], *truth.shape[:2])  # the benchmark's choice
+        errors = band_and_inside_errors(complete(truth, mask, shipped), truth, mask > 0)
+        assert errors is not None, photo.name
+        band, _, matched = errors
+        band_hues.append(split_cast(band)[1])
+        inside_hues.append(split_cast(matched)[1])
+    assert np.mean(band_hues) <= np.mean(inside_hues), (band_hues, inside_hues)
 
 
 def test_it_is_the_default_and_fills_a_hole_far_better_than_its_mean_colour(

@@ -5,6 +5,12 @@ truth, RGB, 0-255): a fill too pink by 10 levels in red and blue has a cast of 1
 texture. The band is the hole within `BAND` px of an edge the hole touches; it is compared with
 the hole's inside weighed to the band's distances from known pixels. Shared by
 `benchmarks/border_band.py` and the shipped model's regression test.
+
+A cast splits into two parts that add in quadrature: its component along the grey axis
+(1, 1, 1), a brightness error, and the rest, a change of hue (`split_cast`). Photos darken toward
+their edges (the dev photos' outer 2 px are 7.5 grey levels darker than their pixels 16-32 px
+in), which no fill continued from the inside knows, so the band's brightness error says less
+about a fill than its hue error does: the pink and blue band issue 15 reported was hue.
 """
 
 from __future__ import annotations
@@ -40,11 +46,31 @@ def border_masks(folder: Path) -> list[Path]:
 DISTANCE_EDGES = (0, 2, 4, 8, 16, 32, 64, 10_000)
 
 
+def split_cast(error: np.ndarray) -> tuple[float, float]:
+    """(brightness, hue) parts of a mean RGB error vector: the lengths of its projection on the
+    grey axis and of the remainder, so that cast**2 == brightness**2 + hue**2."""
+    grey = float(np.mean(error))
+    return abs(grey) * float(np.sqrt(3.0)), float(np.linalg.norm(error - grey))
+
+
 def band_and_inside(
     filled: np.ndarray, truth: np.ndarray, hole: np.ndarray
 ) -> tuple[float, float, float] | None:
     """(band cast, inside cast, distance-matched inside cast) for one pair, or None if the hole
-    misses the border or has too little inside.
+    misses the border or has too little inside."""
+    errors = band_and_inside_errors(filled, truth, hole)
+    if errors is None:
+        return None
+    band, inside, matched = (float(np.linalg.norm(error)) for error in errors)
+    return band, inside, matched
+
+
+def band_and_inside_errors(
+    filled: np.ndarray, truth: np.ndarray, hole: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The mean RGB error vectors (fill minus truth, 0-255) over the band, the inside, and the
+    inside weighed to the band's distances (NaN where no inside pixel has them), or None if the
+    hole misses the border or has too little inside.
 
     Band pixels lie on average farther from known pixels than inside ones (the image edge is not
     known), and any fill drifts more far from its known neighbours. The matched cast weighs the
@@ -79,11 +105,7 @@ def band_and_inside(
         members = inside_bins == value
         if members.any():
             weights[members] = (band_bins == value).mean() / members.sum()
-    matched = np.nan
+    matched = np.full(3, np.nan)
     if weights.sum() > 0:
-        matched = float(np.linalg.norm(np.average(error[inside], axis=0, weights=weights)))
-    return (
-        float(np.linalg.norm(error[band].mean(axis=0))),
-        float(np.linalg.norm(error[inside].mean(axis=0))),
-        matched,
-    )
+        matched = np.average(error[inside], axis=0, weights=weights)
+    return error[band].mean(axis=0), error[inside].mean(axis=0), matched
