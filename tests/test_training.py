@@ -308,6 +308,39 @@ def test_lr_drop_slows_only_the_completion_network_from_its_step(tmp_path: Path,
             build_config(overrides=bad)
 
 
+def test_alpha_drop_changes_the_adversarial_weight_from_its_step(tmp_path: Path, data_dir):
+    """Joint steps 5-7: dropping alpha to nothing at step 6 trains exactly as alpha 0 would from
+    there, and not as the undropped alpha does."""
+    common = ["--data", str(data_dir), *TINY, "--alpha", "1.0"]
+    runs = {}
+    for name, extra in (
+        ("dropped", ["--alpha-drop-step", "6", "--alpha-drop-factor", "0"]),
+        ("zero_from_6", []),
+        ("kept", []),
+    ):
+        runs[name] = tmp_path / name
+        assert main([*common, *extra, "--out", str(runs[name]), "--stop-at", "6"]) == 0
+    assert main(["--out", str(runs["dropped"]), "--resume"]) == 0
+    assert main(["--out", str(runs["zero_from_6"]), "--resume", "--alpha", "0"]) == 0
+    assert main(["--out", str(runs["kept"]), "--resume"]) == 0
+    states = {name: load_latest_checkpoint(run) for name, run in runs.items()}
+    assert all(state["step"] == 8 for state in states.values())
+    _states_equal(states["dropped"]["completion"], states["zero_from_6"]["completion"])
+    differs = [
+        not torch.equal(value, states["dropped"]["completion"][key])
+        for key, value in states["kept"]["completion"].items()
+        if value.is_floating_point()
+    ]
+    assert any(differs)
+    config = build_config(
+        overrides={"alpha": 0.01, "alpha_drop_step": 14, "alpha_drop_factor": 0.4}
+    )
+    assert config.alpha_at(13) == 0.01 and config.alpha_at(14) == pytest.approx(0.004)
+    for bad in ({"alpha_drop_factor": 1.5}, {"alpha_drop_step": -1}, {"alpha": -0.1}):
+        with pytest.raises(ConfigError, match="alpha"):
+            build_config(overrides=bad)
+
+
 def test_existing_run_without_resume_is_refused(tmp_path: Path, data_dir: Path, capsys) -> None:
     run = tmp_path / "run"
     assert main(["--data", str(data_dir), "--out", str(run), *TINY, "--stop-at", "2"]) == 0

@@ -83,6 +83,12 @@ class TrainConfig:
     # a tenfold drop lowers it again; the discriminators start fresh later and keep `lr`.
     lr_drop_step: int = 0
     lr_drop_factor: float = 0.1
+    # Step change of the adversarial weight: from alpha_drop_step on the GAN loss weighs
+    # alpha * alpha_drop_factor (0: never). At a constant alpha of 0.01 the fills' texture became
+    # a 4-px weave within 2,000 joint steps (recipes/sharp-l1.toml's comments); 0.004 from the
+    # step before it showed kept what the adversarial phase had brought without growing it.
+    alpha_drop_step: int = 0
+    alpha_drop_factor: float = 1.0
     # Running
     seed: int = 0
     workers: int = 2
@@ -138,6 +144,8 @@ class TrainConfig:
             problems.append(f"trainable must be one of {', '.join(TRAINABLE_PARTS)}")
         if self.lr_drop_step < 0 or not 0 < self.lr_drop_factor <= 1:
             problems.append("need lr_drop_step >= 0 and lr_drop_factor in (0, 1]")
+        if self.alpha < 0 or self.alpha_drop_step < 0 or not 0 <= self.alpha_drop_factor <= 1:
+            problems.append("need alpha >= 0, alpha_drop_step >= 0 and alpha_drop_factor in [0, 1]")
         if self.batch_size < 1:
             problems.append("batch_size must be at least 1")
         if min(self.log_every, self.checkpoint_every, self.sample_every, self.keep_checkpoints) < 1:
@@ -166,6 +174,12 @@ class TrainConfig:
         if self.lr_drop_step and step >= self.lr_drop_step:
             return self.lr * self.lr_drop_factor
         return self.lr
+
+    def alpha_at(self, step: int) -> float:
+        """The adversarial loss's weight at a (0-based) step."""
+        if self.alpha_drop_step and step >= self.alpha_drop_step:
+            return self.alpha * self.alpha_drop_factor
+        return self.alpha
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

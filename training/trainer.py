@@ -433,7 +433,7 @@ class Trainer:
             completed = self._completed(images, shown, masks)
             losses["loss_d"] = self._discriminator_step(images, completed, hole_box, real_box)
             adversarial = self._adversarial_loss(completed, hole_box)
-            loss = loss + self.config.alpha * adversarial
+            loss = loss + self.config.alpha_at(self.step) * adversarial
             losses["loss_adv"] = adversarial.detach()
         for group in self.optimizer_c.param_groups:
             group["lr"] = self.config.completion_lr_at(self.step)
