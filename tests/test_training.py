@@ -27,6 +27,7 @@ from glcic.training.losses import (
     harmonic_extension,
     hole_l1,
     hole_poisson_l1,
+    hole_weave_excess,
     poisson_blended,
 )
 from glcic.training.trainer import Trainer, hole_mse
@@ -778,3 +779,22 @@ def test_every_recipe_is_a_config_the_trainer_accepts(recipe: Path) -> None:
     """Recipes are run by hand, hours apart: a broken one must fail here, not at its next start."""
     config = build_config(config_file=recipe)
     assert config.total_steps > 0
+
+
+def test_the_weave_penalty_charges_a_checkerboard_beyond_the_photos_own() -> None:
+    torch.manual_seed(0)
+    truth = torch.rand(2, 3, 24, 24) * 0.1 + 0.45
+    hole = torch.zeros(2, 1, 24, 24)
+    hole[..., 4:20, 4:20] = 1.0
+    assert hole_weave_excess(truth, truth, hole).item() == 0.0  # the photo's own texture is free
+    rows, columns = torch.meshgrid(torch.arange(24), torch.arange(24), indexing="ij")
+    for period in (2, 4):  # the 2- and 4-px weaves, each seen
+        checker = (((rows // (period // 2)) + (columns // (period // 2))) % 2).float() * 0.2 - 0.1
+        woven = (truth + checker).requires_grad_()
+        penalty = hole_weave_excess(woven, truth, hole)
+        assert penalty.item() > 0.1
+        penalty.backward()
+        assert woven.grad[..., 4:20, 4:20].abs().sum() > 0
+        assert woven.grad[..., :3, :].abs().sum() == 0  # known pixels are not charged
+    smooth = truth * 0.0 + torch.linspace(0, 1, 24)  # a ramp: no weave at all
+    assert hole_weave_excess(smooth, truth, hole).item() == 0.0

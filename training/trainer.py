@@ -68,6 +68,7 @@ from glcic.training.losses import (
     RECONSTRUCTION_LOSSES,
     hole_mse,
     hole_poisson_l1,
+    hole_weave_excess,
     poisson_blended,
 )
 from glcic.training.plot import write_plot
@@ -435,6 +436,10 @@ class Trainer:
             adversarial = self._adversarial_loss(completed, hole_box)
             loss = loss + self.config.alpha_at(self.step) * adversarial
             losses["loss_adv"] = adversarial.detach()
+            if self.config.weave_weight:
+                weave = hole_weave_excess(output, images, masks)
+                loss = loss + self.config.weave_weight * weave
+                losses["loss_weave"] = weave.detach()
         for group in self.optimizer_c.param_groups:
             group["lr"] = self.config.completion_lr_at(self.step)
         self.optimizer_c.zero_grad(set_to_none=True)
