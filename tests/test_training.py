@@ -29,6 +29,7 @@ from glcic.training.losses import (
     hole_poisson_l1,
     hole_weave_excess,
     poisson_blended,
+    spectral_excess,
 )
 from glcic.training.trainer import Trainer, hole_mse
 
@@ -798,3 +799,28 @@ def test_the_weave_penalty_charges_a_checkerboard_beyond_the_photos_own() -> Non
         assert woven.grad[..., :3, :].abs().sum() == 0  # known pixels are not charged
     smooth = truth * 0.0 + torch.linspace(0, 1, 24)  # a ramp: no weave at all
     assert hole_weave_excess(smooth, truth, hole).item() == 0.0
+
+
+def test_the_spectral_penalty_charges_patterns_far_more_than_texture() -> None:
+    """A plaid or a checkerboard laid over a blurred fill costs many times what the photo's own
+    kind of texture (the same photo's, shifted) does; the photo itself and a blur cost ~0."""
+    torch.manual_seed(0)
+    truth = 0.3 * torch.nn.functional.avg_pool2d(torch.rand(2, 3, 64, 64), 3, 1, 1)  # a grain
+    truth = truth + torch.linspace(0, 0.3, 64)  # and a ramp
+    hole = torch.zeros(2, 1, 64, 64)
+    hole[..., 12:52, 8:56] = 1.0
+    blur = torch.nn.functional.avg_pool2d(truth, 9, 1, 4, count_include_pad=False)
+    rows, columns = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    plaid = 0.03 * (torch.sin(rows * torch.pi / 4) + torch.sin(columns * torch.pi / 4))
+    checker = 0.03 * ((((rows // 2) + (columns // 2)) % 2) * 2 - 1)
+    textured = blur + (truth - blur).roll(5, -1)
+    assert spectral_excess(truth, truth, hole).item() == 0.0
+    assert spectral_excess(blur, truth, hole).item() < 0.05
+    texture_cost = spectral_excess(textured, truth, hole).item()
+    for pattern in (plaid, checker):
+        woven = (blur + pattern).requires_grad_()
+        cost = spectral_excess(woven, truth, hole)
+        assert cost.item() > 4 * texture_cost, (cost.item(), texture_cost)
+        cost.backward()
+        assert woven.grad[..., 12:52, 8:56].abs().sum() > 0
+        assert woven.grad[..., :12, :].abs().sum() == 0  # known pixels are not charged

@@ -92,6 +92,9 @@ class TrainConfig:
     # Weight of the weave penalty in the joint phase (glcic.training.losses.hole_weave_excess:
     # the hole's 2- and 4-px checkerboard beyond the photo's own); 0: none, as in the paper.
     weave_weight: float = 0.0
+    # Weight of the spectral penalty in the joint phase (glcic.training.losses.spectral_excess:
+    # the completed crop's power above the photo's at any frequency); 0: none, as in the paper.
+    spectrum_weight: float = 0.0
     # Running
     seed: int = 0
     workers: int = 2
@@ -149,8 +152,8 @@ class TrainConfig:
             problems.append("need lr_drop_step >= 0 and lr_drop_factor in (0, 1]")
         if self.alpha < 0 or self.alpha_drop_step < 0 or not 0 <= self.alpha_drop_factor <= 1:
             problems.append("need alpha >= 0, alpha_drop_step >= 0 and alpha_drop_factor in [0, 1]")
-        if self.weave_weight < 0:
-            problems.append("weave_weight must not be negative")
+        if self.weave_weight < 0 or self.spectrum_weight < 0:
+            problems.append("weave_weight and spectrum_weight must not be negative")
         if self.batch_size < 1:
             problems.append("batch_size must be at least 1")
         if min(self.log_every, self.checkpoint_every, self.sample_every, self.keep_checkpoints) < 1:

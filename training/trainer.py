@@ -70,6 +70,7 @@ from glcic.training.losses import (
     hole_poisson_l1,
     hole_weave_excess,
     poisson_blended,
+    spectral_excess,
 )
 from glcic.training.plot import write_plot
 from glcic.training.progress import PhaseSpeeds, Progress, duration
@@ -440,6 +441,10 @@ class Trainer:
                 weave = hole_weave_excess(output, images, masks)
                 loss = loss + self.config.weave_weight * weave
                 losses["loss_weave"] = weave.detach()
+            if self.config.spectrum_weight:
+                spectrum = spectral_excess(shown, images, masks)
+                loss = loss + self.config.spectrum_weight * spectrum
+                losses["loss_spectrum"] = spectrum.detach()
         for group in self.optimizer_c.param_groups:
             group["lr"] = self.config.completion_lr_at(self.step)
         self.optimizer_c.zero_grad(set_to_none=True)
