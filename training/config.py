@@ -93,7 +93,7 @@ class TrainConfig:
     # the hole's 2- and 4-px checkerboard beyond the photo's own); 0: none, as in the paper.
     weave_weight: float = 0.0
     # Weight of the spectral penalty in the joint phase (glcic.training.losses.spectral_excess:
-    # the completed crop's power above the photo's at any frequency); 0: none, as in the paper.
+    # the blended crop's power above the photo's at periods under 16 px); 0: none, as in the paper.
     spectrum_weight: float = 0.0
     # Running
     seed: int = 0
