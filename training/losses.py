@@ -58,6 +58,11 @@ def hole_poisson_l1(
 _LUMA = (0.299, 0.587, 0.114)
 
 
+def _luma(image: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) RGB to (N, 1, H, W) luma."""
+    return (image * image.new_tensor(_LUMA).view(1, 3, 1, 1)).sum(1, keepdim=True)
+
+
 def hole_weave_excess(
     output: torch.Tensor, target: torch.Tensor, hole: torch.Tensor, lags: tuple[int, ...] = (1, 2)
 ) -> torch.Tensor:
@@ -70,9 +75,7 @@ def hole_weave_excess(
     with texture (benchmarks/fill_texture.py). This charges only the excess over the photo's
     own, so real texture, which has some, costs nothing.
     """
-    weights = output.new_tensor(_LUMA).view(1, 3, 1, 1)
-    grey_out = (output * weights).sum(1, keepdim=True)
-    grey_truth = (target * weights).sum(1, keepdim=True)
+    grey_out, grey_truth = _luma(output), _luma(target)
     total = output.new_zeros(())
     for lag in lags:
         window = hole[..., :-lag, :-lag] * hole[..., lag:, :-lag]
@@ -83,7 +86,7 @@ def hole_weave_excess(
             mixed = grey[..., :-lag, :-lag] - grey[..., lag:, :-lag]
             mixed = mixed - grey[..., :-lag, lag:] + grey[..., lag:, lag:]
             means.append((mixed.abs() * window).sum(dim=(1, 2, 3)) / count)
-        total = total + torch.relu(means[0] - means[1].detach()).mean()
+        total = total + torch.relu(means[0] - means[1]).mean()
     return total
 
 
@@ -108,7 +111,6 @@ def spectral_excess(
     difference alone (`hole_weave_excess`) is blind to stripes and plaids, and training
     answered it with them.
     """
-    weights = output.new_tensor(_LUMA).view(1, 3, 1, 1)
     completed = target + (output - target) * hole
     height, width = target.shape[-2:]
     window = torch.outer(
@@ -117,7 +119,7 @@ def spectral_excess(
     )
     powers = []
     for image in (completed, target):
-        grey = (image * weights).sum(1)
+        grey = _luma(image).squeeze(1)
         grey = grey - grey.mean(dim=(1, 2), keepdim=True)
         powers.append(torch.fft.rfft2(grey * window).abs().pow(2))
     power_out, power_truth = powers
@@ -128,8 +130,8 @@ def spectral_excess(
     rows = torch.fft.fftfreq(height, device=target.device).abs().view(-1, 1)
     columns = torch.fft.rfftfreq(width, device=target.device).view(1, -1)
     fine = (rows.pow(2) + columns.pow(2)).sqrt() >= 1 / LONGEST_PATTERN
-    excess = (torch.relu(power_out - allowance.detach()) * fine).sum(dim=(1, 2))
-    return (excess / (power_truth * fine).sum(dim=(1, 2)).clamp_min(1e-8).detach()).mean()
+    excess = (torch.relu(power_out - allowance) * fine).sum(dim=(1, 2))
+    return (excess / (power_truth * fine).sum(dim=(1, 2)).clamp_min(1e-8)).mean()
 
 
 #: Conjugate-gradient iterations of the blend's solve. 160 remove a constant offset over a 90x70
